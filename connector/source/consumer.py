@@ -1,0 +1,219 @@
+"""A thin wrapper over :class:`confluent_kafka.Consumer`.
+
+What it fixes, so that the rest of the pipeline cannot get it wrong:
+
+- offsets are never stored or committed behind the pipeline's back (``enable.auto.commit`` and
+  ``enable.auto.offset.store`` are off); :meth:`KafkaSource.commit` commits explicit offsets, each
+  with an optional metadata string (the pipeline records its in-flight batches there);
+- cooperative-sticky assignment, so a rebalance moves only the partitions that change owner;
+- records are taken in batches with ``consume(num_messages, timeout)``;
+- partitions are paused and resumed individually while the caller keeps polling, which keeps the
+  group membership alive whatever the downstream API does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+log = logging.getLogger(__name__)
+
+TopicPartitionKey = tuple[str, int]
+
+FIXED_CONSUMER_PROPS: dict[str, str | bool] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+}
+DEFAULT_CONSUMER_PROPS: dict[str, str | int | bool] = {
+    "partition.assignment.strategy": "cooperative-sticky",
+    "auto.offset.reset": "earliest",
+    # Large fetches: the pipeline takes up to 10,000 records per consume() call.
+    "fetch.max.bytes": 52_428_800,
+    "max.partition.fetch.bytes": 4_194_304,
+    "queued.max.messages.kbytes": 131_072,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """A partition given to this member, with where its group left off."""
+
+    tp: TopicPartitionKey
+    committed: int | None  # None: nothing committed yet, auto.offset.reset applies
+    metadata: str
+
+
+class CommitFailed(Exception):
+    """A synchronous commit did not succeed for every partition."""
+
+
+AssignCallback = Callable[[list[Assigned]], None]
+RevokeCallback = Callable[[list[TopicPartitionKey]], None]
+
+
+class KafkaSource:
+    """Consumes the subscribed topics in batches; commits only what it is told to."""
+
+    def __init__(
+        self,
+        props: dict[str, Any],
+        topics: Sequence[str],
+        *,
+        on_assign: AssignCallback | None = None,
+        on_revoke: RevokeCallback | None = None,
+        on_lost: RevokeCallback | None = None,
+        committed_timeout_s: float = 30.0,
+    ) -> None:
+        if "group.id" not in props:
+            raise ValueError("the consumer needs group.id")
+        self._props = {**DEFAULT_CONSUMER_PROPS, **props, **FIXED_CONSUMER_PROPS}
+        self._consumer = Consumer(self._props)
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._on_lost = on_lost
+        self._committed_timeout_s = committed_timeout_s
+        self._paused: set[TopicPartitionKey] = set()
+        self._assigned: set[TopicPartitionKey] = set()
+        self._consumer.subscribe(
+            list(topics), on_assign=self._assign_cb, on_revoke=self._revoke_cb, on_lost=self._lost_cb
+        )
+
+    # -- rebalance callbacks (run inside consume())
+
+    def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assigned: list[Assigned] = []
+        if partitions:
+            committed = consumer.committed(partitions, timeout=self._committed_timeout_s)
+            for tp in committed:
+                offset = tp.offset if tp.offset >= 0 else None
+                assigned.append(Assigned((tp.topic, tp.partition), offset, tp.metadata or ""))
+        self._assigned.update(a.tp for a in assigned)
+        log.info("partitions assigned: %s", sorted(a.tp for a in assigned))
+        if self._on_assign is not None:
+            self._on_assign(assigned)
+
+    def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        log.info("partitions revoked: %s", sorted(keys))
+        if self._on_revoke is not None:
+            self._on_revoke(keys)
+        self._forget(keys)
+
+    def _lost_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        log.warning("partitions lost (not committing their progress): %s", sorted(keys))
+        callback = self._on_lost or self._on_revoke
+        if callback is not None:
+            callback(keys)
+        self._forget(keys)
+
+    def _forget(self, keys: list[TopicPartitionKey]) -> None:
+        for k in keys:
+            self._assigned.discard(k)
+            self._paused.discard(k)
+
+    # -- consuming
+
+    def consume(self, max_records: int, timeout_s: float) -> list[Message]:
+        """Up to ``max_records`` records; errors that the client recovers from by itself are logged."""
+        messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
+        if not messages:
+            return []
+        out = []
+        for m in messages:
+            err = m.error()
+            if err is None:
+                out.append(m)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal():
+                raise KafkaException(err)
+            else:
+                log.warning("consumer error (the client retries by itself): %s", err)
+        return out
+
+    @property
+    def assignment(self) -> set[TopicPartitionKey]:
+        return set(self._assigned)
+
+    # -- flow control
+
+    def pause(self, tps: Sequence[TopicPartitionKey]) -> None:
+        todo = [tp for tp in tps if tp in self._assigned and tp not in self._paused]
+        if todo:
+            self._consumer.pause([TopicPartition(t, p) for t, p in todo])
+            self._paused.update(todo)
+
+    def resume(self, tps: Sequence[TopicPartitionKey]) -> None:
+        todo = [tp for tp in tps if tp in self._paused]
+        if todo:
+            self._consumer.resume([TopicPartition(t, p) for t, p in todo])
+            self._paused.difference_update(todo)
+
+    @property
+    def paused(self) -> set[TopicPartitionKey]:
+        return set(self._paused)
+
+    def seek(self, tp: TopicPartitionKey, offset: int) -> None:
+        self._consumer.seek(TopicPartition(tp[0], tp[1], offset))
+
+    # -- offsets
+
+    def commit(
+        self,
+        offsets: dict[TopicPartitionKey, int],
+        metadata: dict[TopicPartitionKey, str] | None = None,
+        *,
+        asynchronous: bool = False,
+    ) -> None:
+        """Commit explicit offsets (the next offset to read), each with its metadata string.
+
+        Synchronous by default; raises :class:`CommitFailed` unless every partition succeeded.
+        """
+        if not offsets:
+            return
+        metadata = metadata or {}
+        tps = [TopicPartition(t, p, off, metadata.get((t, p), "")) for (t, p), off in offsets.items()]
+        if asynchronous:
+            self._consumer.commit(offsets=tps, asynchronous=True)
+            return
+        try:
+            result = self._consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            raise CommitFailed(str(exc)) from exc
+        failed = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in result or [] if tp.error is not None]
+        if failed:
+            raise CommitFailed("; ".join(failed))
+
+    def committed(self, tps: Sequence[TopicPartitionKey], timeout_s: float = 10.0) -> dict[
+        TopicPartitionKey, tuple[int | None, str]
+    ]:
+        got = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=timeout_s)
+        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None, tp.metadata or "") for tp in got}
+
+    def watermarks(self, tp: TopicPartitionKey, timeout_s: float = 5.0) -> tuple[int, int]:
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), timeout=timeout_s, cached=False)
+        return int(low), int(high)
+
+    def position_lag(self) -> dict[TopicPartitionKey, int]:
+        """Records between this member's position and the cached high watermark, per partition."""
+        out: dict[TopicPartitionKey, int] = {}
+        if not self._assigned:
+            return out
+        positions = self._consumer.position([TopicPartition(t, p) for t, p in self._assigned])
+        for tp in positions:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0 and tp.offset >= 0:
+                out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        return out
+
+    def close(self) -> None:
+        """Leave the group (a rebalance hands the partitions to the other members)."""
+        self._consumer.close()
