@@ -23,12 +23,16 @@ class _Unit:
 
 @dataclass(slots=True)
 class PartitionOffsets:
-    """Offsets of one partition. ``start`` is the position consumption began at (the committed offset)."""
+    """Offsets of one partition.
 
-    start: int
+    ``start`` is the position consumption began at (the committed offset), or None when nothing was
+    committed yet: then the first tracked offset is the start.
+    """
+
+    start: int | None
     _units: deque[_Unit] = field(default_factory=deque)
     _by_first: dict[int, _Unit] = field(default_factory=dict)
-    _done: int = -1  # the committable offset: everything below it is resolved
+    _done: int | None = None  # the committable offset: everything below it is resolved
 
     def __post_init__(self) -> None:
         self._done = self.start
@@ -40,6 +44,8 @@ class PartitionOffsets:
             raise ValueError(f"empty unit {first}..{last}")
         if self._units and first <= self._units[-1].last:
             raise ValueError(f"unit {first}..{last} overlaps or precedes {self._units[-1].last}")
+        if self._done is None:
+            self._done = first
         unit = _Unit(first, last)
         self._units.append(unit)
         self._by_first[first] = unit
@@ -54,8 +60,8 @@ class PartitionOffsets:
         while units and units[0].resolved:
             self._done = units.popleft().last + 1
 
-    def committable(self) -> int:
-        """The offset to commit: every offset below it is resolved."""
+    def committable(self) -> int | None:
+        """The offset to commit: every offset below it is resolved (None: nothing consumed yet)."""
         return self._done
 
     @property
@@ -72,9 +78,9 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._parts: dict[TopicPartitionKey, PartitionOffsets] = {}
-        self._committed: dict[TopicPartitionKey, int] = {}
+        self._committed: dict[TopicPartitionKey, int | None] = {}
 
-    def assign(self, tp: TopicPartitionKey, start: int) -> None:
+    def assign(self, tp: TopicPartitionKey, start: int | None) -> None:
         self._parts[tp] = PartitionOffsets(start)
         self._committed[tp] = start
 
@@ -99,14 +105,22 @@ class OffsetTracker:
 
     def to_commit(self) -> dict[TopicPartitionKey, int]:
         """Partitions whose committable offset moved since :meth:`mark_committed`."""
-        return {
-            tp: p.committable() for tp, p in self._parts.items() if p.committable() != self._committed.get(tp)
-        }
+        out = {}
+        for tp, p in self._parts.items():
+            off = p.committable()
+            if off is not None and off != self._committed.get(tp):
+                out[tp] = off
+        return out
 
     def mark_committed(self, offsets: dict[TopicPartitionKey, int]) -> None:
         for tp, off in offsets.items():
             if tp in self._committed:
-                self._committed[tp] = max(self._committed[tp], off)
+                prev = self._committed[tp]
+                self._committed[tp] = off if prev is None else max(prev, off)
 
-    def committed(self, tp: TopicPartitionKey) -> int:
-        return self._committed[tp]
+    def committed(self, tp: TopicPartitionKey) -> int | None:
+        return self._committed.get(tp)
+
+    def committable(self, tp: TopicPartitionKey) -> int | None:
+        part = self._parts.get(tp)
+        return None if part is None else part.committable()

@@ -1,0 +1,201 @@
+"""Micro-batching: the batch policy and the per-partition lane that cuts batches.
+
+Batches are drawn from one partition each and cut at offsets that can be replayed: a lane can be
+given the offset ranges of batches that a previous owner of the partition may already have sent
+(recorded in the commit metadata), and it then cuts exactly those ranges again, so that they get the
+same Request-ID and Altcraft deduplicates them.
+
+Pure: no Kafka, no HTTP, no clock (``now`` is passed in).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from connector.models import TopicPartitionKey
+
+METADATA_PREFIX = "akc1:"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """When a batch is full or due: by item count, by body bytes as sent, by age."""
+
+    max_items: int
+    max_bytes: int
+    linger_s: float
+
+    def fits(self, batch: Batch, item_len: int) -> bool:
+        if not batch.items:
+            return True
+        return len(batch.items) < self.max_items and batch.size + item_len + 1 <= self.max_bytes
+
+    def fits_alone(self, overhead: int, item_len: int) -> bool:
+        return overhead + item_len <= self.max_bytes
+
+    def full(self, batch: Batch) -> bool:
+        return len(batch.items) >= self.max_items
+
+    def due(self, batch: Batch, now: float) -> bool:
+        return self.full(batch) or now - batch.opened_at >= self.linger_s
+
+    def time_until_due(self, batch: Batch, now: float) -> float:
+        return max(0.0, batch.opened_at + self.linger_s - now)
+
+
+@dataclass(slots=True, eq=False)
+class Batch:
+    """Consecutive records of one partition; some became items, others were skipped or dead-lettered."""
+
+    tp: TopicPartitionKey
+    first: int
+    last: int
+    opened_at: float
+    size: int  # bytes of the request body if it were sent now
+    # The offset range the Request-ID is derived from; differs from first..last only on replay.
+    id_range: tuple[int, int] | None = None
+    items: list[bytes] = field(default_factory=list)
+    sources: list[object] = field(default_factory=list)  # the record behind each item
+    replayed: bool = False
+    pending_dead_letters: int = 0
+    answered: bool = False  # the API's outcome (or no request needed) is known
+
+    @property
+    def key_range(self) -> tuple[int, int]:
+        return self.id_range or (self.first, self.last)
+
+    @property
+    def resolved(self) -> bool:
+        return self.answered and self.pending_dead_letters == 0
+
+
+class Lane:
+    """The batches of one partition: open -> ready -> in flight -> resolved, strictly in order."""
+
+    def __init__(
+        self,
+        tp: TopicPartitionKey,
+        policy: BatchPolicy,
+        overhead: int,
+        replay: list[tuple[int, int]],
+        on_seal: Callable[[Batch], None] | None = None,
+    ):
+        self.tp = tp
+        self._on_seal = on_seal
+        self.policy = policy
+        self.overhead = overhead  # body bytes of an empty request
+        self.open: Batch | None = None
+        self.ready: deque[Batch] = deque()
+        self.inflight: Batch | None = None
+        self._replay = deque(sorted(replay))
+        # Batches that were (or are about to be) sent and are not resolved: recorded in commit metadata.
+        self.sent: list[Batch] = []
+
+    # -- cutting
+
+    def add(self, offset: int, item: bytes | None, source: object, now: float) -> Batch:
+        """Append one record and return its batch; ``item`` is None for a record that will not be sent."""
+        replay = self._replay
+        while replay and offset > replay[0][1]:
+            self._seal_replayed(replay.popleft())
+        if replay and offset >= replay[0][0]:
+            rng = replay[0]
+            batch = self.open
+            if batch is None or batch.id_range != rng:
+                self.seal()
+                batch = self.open = Batch(self.tp, offset, offset, now, self.overhead, id_range=rng, replayed=True)
+            self._append(batch, offset, item, source)
+            if offset == rng[1]:
+                replay.popleft()
+                self.seal()
+            return batch
+        current = self.open
+        if current is not None and item is not None and not self.policy.fits(current, len(item)):
+            self.seal()
+            current = None
+        if current is None:
+            current = self.open = Batch(self.tp, offset, offset, now, self.overhead)
+        self._append(current, offset, item, source)
+        if self.policy.full(current):
+            self.seal()
+        return current
+
+    @staticmethod
+    def _append(batch: Batch, offset: int, item: bytes | None, source: object) -> None:
+        batch.last = offset
+        if item is not None:
+            batch.size += len(item) + (1 if batch.items else 0)
+            batch.items.append(item)
+            batch.sources.append(source)
+
+    def _seal_replayed(self, rng: tuple[int, int]) -> None:
+        if self.open is not None and self.open.id_range == rng:
+            self.seal()
+
+    def seal(self) -> Batch | None:
+        batch, self.open = self.open, None
+        if batch is not None:
+            self.ready.append(batch)
+            if self._on_seal is not None:
+                self._on_seal(batch)
+        return batch
+
+    def seal_if_due(self, now: float) -> None:
+        if self.open is not None and not self.open.replayed and self.policy.due(self.open, now):
+            self.seal()
+
+    def seal_for_shutdown(self) -> None:
+        """Seal even a replayed range early: its Request-ID stays the recorded one."""
+        self.seal()
+
+    # -- dispatch
+
+    def next_to_send(self) -> Batch | None:
+        """The oldest sealed batch, when nothing of this partition is in flight."""
+        if self.inflight is None and self.ready:
+            return self.ready[0]
+        return None
+
+    def start(self, batch: Batch) -> None:
+        assert self.ready and self.ready[0] is batch and self.inflight is None
+        self.ready.popleft()
+        self.inflight = batch
+        if batch.items:
+            self.sent.append(batch)
+
+    def finish(self, batch: Batch) -> None:
+        """The API answered for the in-flight batch (dead letters may still be pending)."""
+        if self.inflight is batch:
+            self.inflight = None
+        batch.answered = True
+
+    def forget_resolved(self, committed: int) -> None:
+        self.sent = [b for b in self.sent if b.last >= committed]
+
+    def metadata(self, planned: list[Batch] | None = None) -> str:
+        """Commit metadata: the ranges of batches that may have reached the API and are not committed."""
+        batches = self.sent + (planned or [])
+        return METADATA_PREFIX + ";".join(f"{a}-{b}" for a, b in (x.key_range for x in batches))
+
+    @property
+    def idle(self) -> bool:
+        return self.open is None and not self.ready and self.inflight is None
+
+    @property
+    def backlog(self) -> int:
+        """Sealed batches waiting for their turn."""
+        return len(self.ready)
+
+
+def parse_metadata(text: str) -> list[tuple[int, int]]:
+    """The replay ranges recorded by :meth:`Lane.metadata`; anything else (another tool's metadata) is none."""
+    if not text.startswith(METADATA_PREFIX):
+        return []
+    out = []
+    for part in text[len(METADATA_PREFIX) :].split(";"):
+        a, sep, b = part.partition("-")
+        if sep and a.isdigit() and b.isdigit() and int(a) <= int(b):
+            out.append((int(a), int(b)))
+    return out

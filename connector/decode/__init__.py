@@ -1,0 +1,20 @@
+"""Record bytes -> :class:`~connector.models.ChangeEvent`, one decoder per wire format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from connector.config import Format
+from connector.decode.json_events import decode_debezium_json, decode_plain_json
+from connector.models import ChangeEvent
+
+Decoder = Callable[[bytes | None], ChangeEvent]
+
+
+def json_decoder(fmt: Format) -> Decoder:
+    """The decoder of a JSON format; Avro decoders need a registry and are built in ``decode.avro``."""
+    if fmt is Format.JSON:
+        return decode_plain_json
+    if fmt is Format.DEBEZIUM_JSON:
+        return decode_debezium_json
+    raise ValueError(f"{fmt.value} is not a JSON format")

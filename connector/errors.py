@@ -1,0 +1,49 @@
+"""The connector's exceptions, classified by what the caller does with them.
+
+    ConnectorError
+    ├── RecordError                 the record is dead-lettered with this reason; the pipeline flows on
+    │   ├── DecodeError             the bytes are not a readable event (bad JSON, bad Avro framing, ...)
+    │   ├── MappingError            the event lacks what the route needs (matching key, wrong type)
+    │   └── RecordTooLarge          one record does not fit in any request body
+    ├── TransientError              wait and retry; never dead-letter (API outage, registry down)
+    └── FatalError                  stop: nothing can go on until an operator acts
+        └── ConfigurationFault      the platform refused the connector's own settings (token, workflow)
+
+Rejections the API reports per item are not exceptions: they arrive as data in a batch outcome.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Base of every error the connector raises on purpose."""
+
+
+class RecordError(ConnectorError):
+    """A problem with one record: it goes to the dead-letter topic, the rest flows on."""
+
+    stage = "record"
+
+
+class DecodeError(RecordError):
+    stage = "decode"
+
+
+class MappingError(RecordError):
+    stage = "map"
+
+
+class RecordTooLarge(RecordError):
+    stage = "size"
+
+
+class TransientError(ConnectorError):
+    """Worth retrying later; must never turn a record into a dead letter."""
+
+
+class FatalError(ConnectorError):
+    """The connector cannot go on."""
+
+
+class ConfigurationFault(FatalError):
+    """The platform refused the connector's configuration (bad token, unknown workflow, no rights)."""

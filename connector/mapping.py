@@ -1,0 +1,97 @@
+"""Change event row -> Altcraft profile item. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from connector.config import RouteSettings
+from connector.errors import MappingError
+
+Path = tuple[str, ...]
+
+# Profile fields that carry the matching value, per matching mode (any one of them suffices).
+_MATCH_FIELDS: dict[str, tuple[str, ...]] = {
+    "email": ("email",),
+    "email_profile": ("email",),
+    "email_sub": ("email",),
+    "phone": ("phones", "phone"),
+    "phone_sub": ("phones", "phone"),
+    "profile_id": ("profile_id",),
+    "email_phone": ("email", "phones", "phone"),
+    "email_phone_sub": ("email", "phones", "phone"),
+}
+
+
+def _compile(path: str) -> Path:
+    return tuple(path.split("."))
+
+
+def _get(row: dict[str, Any], path: Path) -> Any:
+    node: Any = row
+    for key in path:
+        if type(node) is not dict:
+            return None
+        node = node.get(key)
+        if node is None:
+            return None
+    return node
+
+
+@dataclass(frozen=True, slots=True)
+class MappedItem:
+    """The profile fields of one item, with its optional per-item content and custom_data."""
+
+    fields: dict[str, Any]
+    content: dict[str, Any] | None = None
+    custom_data: dict[str, Any] | None = None
+
+
+class Mapper:
+    """Compiled field mapping of one route."""
+
+    def __init__(self, route: RouteSettings) -> None:
+        self._fields = [(dst, _compile(src)) for dst, src in route.fields.items()]
+        self._consumed = {p[0] for _, p in self._fields}
+        self._pass = route.unmapped == "pass"
+        self._constants = dict(route.constants)
+        self._content = [(k, _compile(src)) for k, src in route.content.items()]
+        self._custom = [(k, _compile(src)) for k, src in route.custom_data.items()]
+        if route.matching in ("custom", "custom_sub"):
+            assert route.field_name is not None
+            self._match: tuple[str, ...] = (route.field_name,)
+        else:
+            self._match = _MATCH_FIELDS[route.matching]
+        self._matching = route.matching
+
+    def map(self, row: dict[str, Any]) -> MappedItem:
+        """Raises :class:`MappingError` naming the field when the row cannot make a valid item."""
+        out = {k: v for k, v in row.items() if k not in self._consumed} if self._pass else {}
+        for dst, path in self._fields:
+            v = row.get(path[0]) if len(path) == 1 else _get(row, path)
+            if v is not None:
+                out[dst] = v
+        if self._constants:
+            out.update(self._constants)
+        self._check_match(out)
+        content = self._pick(row, self._content) if self._content else None
+        custom = self._pick(row, self._custom) if self._custom else None
+        return MappedItem(out, content, custom)
+
+    def _check_match(self, fields: dict[str, Any]) -> None:
+        for name in self._match:
+            v = fields.get(name)
+            if v is None or v == "" or v == []:
+                continue
+            if type(v) is str or (type(v) is int and name not in ("email", "phone", "phones")):
+                return
+            if name == "phones" and type(v) is list and all(type(p) is str for p in v):
+                return
+            kind = type(v).__name__
+            raise MappingError(f"matching field {name!r} has the wrong type {kind} (matching {self._matching})")
+        names = " or ".join(repr(n) for n in self._match)
+        raise MappingError(f"missing matching field {names} (matching {self._matching})")
+
+    @staticmethod
+    def _pick(row: dict[str, Any], paths: list[tuple[str, Path]]) -> dict[str, Any]:
+        return {k: v for k, p in paths if (v := _get(row, p)) is not None}

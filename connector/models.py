@@ -1,0 +1,38 @@
+"""Small value types passed between the steps of the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+TopicPartitionKey = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """A decoded change: the operation (c, r, u, d, or ``tombstone``) and the row it carries."""
+
+    op: str
+    row: dict[str, Any] | None
+    # Source timestamp in ms when the envelope carries one (Debezium ts_ms / __source_ts_ms).
+    source_ts_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRejection:
+    """One item the platform refused, by its index in the request's data list."""
+
+    index: int
+    code: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What the API finally said about a batch (after retries, splits and bisection)."""
+
+    accepted: int
+    rejected: tuple[ItemRejection, ...]
+    request_id: str
+    requests: int
+    duplicates: int
