@@ -33,7 +33,9 @@ from prometheus_client import CollectorRegistry
 
 from connector.batching import Batch, BatchPolicy, Lane, parse_metadata
 from connector.config import Settings, kafka_common_props
+from connector.decode import build_decoder
 from connector.dlq import DeadLetters, Reason
+from connector.errors import TransientError
 from connector.health import HealthServer, HealthState
 from connector.metrics import Metrics
 from connector.models import SendOutcome, TopicPartitionKey
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 COMMIT_INTERVAL_S = 0.5
 GAUGE_INTERVAL_S = 5.0
 BACKLOG_PAUSE = 2  # sealed batches waiting in one partition before it is paused
+HOLD_S = 2.0  # pause of a partition whose next record hit a transient fault
 
 
 @dataclass(slots=True, eq=False)
@@ -78,7 +81,8 @@ class Connector:
         self._clock = clock
         self._stop_requested = threading.Event()
         self._routes_by_name = routes or {
-            r.name: Route(r, settings.altcraft.max_body_bytes) for r in settings.routes
+            r.name: Route(r, settings.altcraft.max_body_bytes, build_decoder(r, settings.schema_registry))
+            for r in settings.routes
         }
         self._route_of_topic = {t: self._routes_by_name[r.name] for r in settings.routes for t in r.topics}
         b = settings.batching
@@ -108,6 +112,7 @@ class Connector:
         self._last_gauges = 0.0
         self._commit_backoff_until = 0.0
         self._counts: Counter[tuple[str, ...]] = Counter()  # per-turn metric increments
+        self._held_until: dict[TopicPartitionKey, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -180,21 +185,37 @@ class Connector:
         lanes = self._lanes
         counts = self._counts
         routes = self._route_of_topic
+        held: set[TopicPartitionKey] = set()
         for msg in messages:
             topic = msg.topic()
             assert topic is not None
             tp = (topic, msg.partition() or 0)
             lane = lanes.get(tp)
-            if lane is None:  # a record of a partition revoked in this very poll
+            if lane is None or tp in held:  # revoked in this very poll, or waiting out a transient fault
                 continue
             route = routes[topic]
-            prepared = route.prepare(msg.value())
+            try:
+                prepared = route.prepare(msg.value())
+            except TransientError as exc:
+                held.add(tp)
+                self._hold(tp, msg.offset() or 0, exc, now)
+                continue
             batch = lane.add(msg.offset() or 0, prepared.item, msg, now)
             if prepared.skip is not None:
                 counts[("skipped", route.name, prepared.skip)] += 1
             elif prepared.dead is not None:
                 self._dead_letter(batch, msg, prepared.dead, route.name)
             counts[("consumed", route.name)] += 1
+
+    def _hold(self, tp: TopicPartitionKey, offset: int, exc: TransientError, now: float) -> None:
+        """A record could not be read for a passing reason (e.g. the Schema Registry is down): rewind to it
+        and pause its partition for a while; it is read again, never dead-lettered."""
+        src = self._source
+        assert src is not None
+        log.warning("%s[%d] offset %d: %s; retrying in %.0f s", tp[0], tp[1], offset, exc, HOLD_S)
+        self._held_until[tp] = now + HOLD_S
+        src.pause([tp])
+        src.seek(tp, offset)
 
     def _dead_letter(self, batch: Batch, msg: Message, reason: Reason, route: str) -> None:
         batch.pending_dead_letters += 1
@@ -308,10 +329,16 @@ class Connector:
         assert src is not None
         halted = bool(self.halt)
         self.health.halted = halted
+        now = self._clock()
+        for tp, until in list(self._held_until.items()):
+            if until <= now or tp not in self._lanes:
+                del self._held_until[tp]
         pause: list[TopicPartitionKey] = []
         resume: list[TopicPartitionKey] = []
         for tp, lane in self._lanes.items():
-            backed_up = halted or self._stop_requested.is_set() or lane.backlog >= BACKLOG_PAUSE
+            backed_up = (
+                halted or self._stop_requested.is_set() or lane.backlog >= BACKLOG_PAUSE or tp in self._held_until
+            )
             (pause if backed_up else resume).append(tp)
         src.pause(pause)
         src.resume(resume)
