@@ -82,6 +82,12 @@ class KafkaSettings(_Frozen):
     # How long one consume() call may wait for records, in seconds.
     consume_timeout_s: float = Field(default=0.1, gt=0, le=10)
 
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name in ("common", "consumer", "producer") and isinstance(value, dict):
+                value = {k: MASK if _looks_secret(k) else v for k, v in value.items()}
+            yield name, value
+
     @field_validator("common", "consumer", "producer")
     @classmethod
     def _props_look_like_librdkafka(cls, v: dict[str, LibrdkafkaValue]) -> dict[str, LibrdkafkaValue]:

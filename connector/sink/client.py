@@ -122,8 +122,8 @@ class AltcraftClient:
                 assert answer is not None
                 results = item_results(answer, end - start)
                 if results is not None:
-                    if self._halt.clear("result_mismatch"):
-                        self._metrics.halted.labels("result_mismatch").set(0)
+                    if self._halt:
+                        self._clear_halts(include_mismatch=True)
                     return [ItemRejection(start + i, code, text) for i, code, text in results]
                 decision = Decision(
                     Action.HALT, "result_mismatch", 0,
@@ -171,9 +171,11 @@ class AltcraftClient:
                 )  # fmt: skip
             self._wait(delay, counts)
 
-    def _clear_halts(self) -> None:
+    def _clear_halts(self, include_mismatch: bool = False) -> None:
+        """The platform accepted a request: configuration faults are over (a result mismatch only
+        clears on an answer that lines up)."""
         for reason in self._halt.reasons():
-            if reason != "result_mismatch" and self._halt.clear(reason):
+            if (include_mismatch or reason != "result_mismatch") and self._halt.clear(reason):
                 self._metrics.halted.labels(reason).set(0)
                 log.warning("resumed: Altcraft accepts requests again (was halted: %s)", reason)
         self._metrics.paused_tariff.set(0)

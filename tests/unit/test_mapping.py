@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from connector.config import RouteSettings
+from connector.errors import MappingError
+from connector.mapping import Mapper
+from connector.routing import Route
+
+
+def route(**kw: object) -> RouteSettings:
+    base: dict[str, object] = {"name": "r", "topics": ["t"], "workflow_id": 7}
+    base.update(kw)
+    return RouteSettings.model_validate(base)
+
+
+def test_fields_constants_content_and_custom_data() -> None:
+    m = Mapper(route(
+        fields={"email": "email", "_fname": "first_name", "_city": "address.city"},
+        constants={"source": "cdc"}, content={"plan": "plan.name"}, custom_data={"crm": "id"},
+    ))  # fmt: skip
+    item = m.map({"id": 5, "email": "a@b.co", "first_name": "Ann", "address": {"city": "Oslo"}, "plan": {"name": "x"},
+                  "secret_column": 1})  # fmt: skip
+    assert item.fields == {"email": "a@b.co", "_fname": "Ann", "_city": "Oslo", "source": "cdc"}
+    assert item.content == {"plan": "x"}
+    assert item.custom_data == {"crm": 5}
+
+
+def test_unmapped_columns_pass_through_when_asked() -> None:
+    m = Mapper(route(fields={"_fname": "first_name"}, unmapped="pass"))
+    item = m.map({"email": "a@b.co", "first_name": "Ann", "tier": "gold"})
+    assert item.fields == {"email": "a@b.co", "tier": "gold", "_fname": "Ann"}
+
+
+@pytest.mark.parametrize(
+    ("kw", "row", "needle"),
+    [
+        ({"fields": {"email": "email"}}, {"id": 1}, "missing matching field 'email'"),
+        ({"fields": {"email": "email"}}, {"email": 5}, "wrong type int"),
+        ({"matching": "custom", "field_name": "CRM_ID", "fields": {"CRM_ID": "id"}}, {"x": 1}, "'CRM_ID'"),
+        ({"matching": "phone", "fields": {"phones": "phone"}}, {"phone": ""}, "'phones' or 'phone'"),
+    ],
+)
+def test_rows_that_cannot_match_a_profile_are_refused(
+    kw: dict[str, object], row: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(MappingError, match=needle):
+        Mapper(route(**kw)).map(row)
+
+
+def test_custom_matching_accepts_numbers() -> None:
+    item = Mapper(route(matching="custom", field_name="CRM_ID", fields={"CRM_ID": "id"})).map({"id": 77})
+    assert item.fields == {"CRM_ID": 77}
+
+
+def test_route_prepares_the_wire_item_and_classifies_the_rest() -> None:
+    r = Route(route(fields={"email": "email", "bio": "bio"}), max_body_bytes=10_000)
+    ok = r.prepare(orjson.dumps({"op": "c", "after": {"email": "a@b.co"}}))
+    assert ok.item is not None and orjson.loads(ok.item) == {"data": {"email": "a@b.co"}}
+    assert r.prepare(orjson.dumps({"op": "d", "before": {"email": "a@b.co"}})).skip == "op_d"
+    assert r.prepare(None).skip == "tombstone"
+    bad = r.prepare(b"nope")
+    assert bad.dead is not None and bad.dead.stage == "decode" and bad.dead.exception == "DecodeError"
+    unmapped = r.prepare(orjson.dumps({"op": "c", "after": {"name": "x"}}))
+    assert unmapped.dead is not None and unmapped.dead.stage == "map"
+    huge = r.prepare(orjson.dumps({"op": "c", "after": {"email": "a@b.co", "bio": "x" * 20_000}}))
+    assert huge.dead is not None and huge.dead.stage == "size"
+
+
+def test_ops_can_be_configured() -> None:
+    r = Route(route(fields={"email": "email"}, ops={"d": "dead-letter", "r": "skip"}), max_body_bytes=10_000)
+    d = r.prepare(orjson.dumps({"op": "d", "before": {"email": "a@b.co"}}))
+    assert d.dead is not None and d.dead.stage == "op"
+    assert r.prepare(orjson.dumps({"op": "r", "after": {"email": "a@b.co"}})).skip == "op_r"
