@@ -34,7 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the whole pipeline on an embedded Kafka, emulator and data set")
     demo.add_argument("--events", type=int, default=50_000, help="change events to stream (default 50000)")
-    demo.add_argument("--partitions", type=int, default=4, help="partitions of the demo topic (default 4)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the generated data (default 7)")
 
     from connector.emulator.cli import add_arguments as add_emulator_arguments
@@ -77,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from connector.demo import run_demo
 
-    return run_demo(events=args.events, partitions=args.partitions, seed=args.seed)
+    return run_demo(events=args.events, seed=args.seed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
