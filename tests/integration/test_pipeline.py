@@ -35,11 +35,22 @@ def connector_settings(kafka: Any, topic: str, dlq: str, url: str, group: str, *
             # A killed member is noticed quickly, so restarts rebalance in seconds.
             "consumer": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
         },
-        "altcraft": {"base_url": url, "token": TOKEN, "max_in_flight": 4,
-                     "retry": {"initial_backoff_s": 0.05, "max_backoff_s": 1}},  # fmt: skip
+        "altcraft": {
+            "base_url": url,
+            "token": TOKEN,
+            "max_in_flight": 4,
+            "retry": {"initial_backoff_s": 0.05, "max_backoff_s": 1},
+        },
         "batching": {"max_items": 2000, "linger_s": 0.3, **batching},
-        "routes": [{"name": "customers", "topics": [topic], "workflow_id": WORKFLOW, "matching": "email",
-                    "fields": DEMO_FIELDS}],  # fmt: skip
+        "routes": [
+            {
+                "name": "customers",
+                "topics": [topic],
+                "workflow_id": WORKFLOW,
+                "matching": "email",
+                "fields": DEMO_FIELDS,
+            }
+        ],
         "dead_letter": {"topic": dlq},
         "shutdown": {"drain_timeout_s": 20},
     }
@@ -105,8 +116,9 @@ def test_every_valid_event_engaged_once_and_only_invalid_ones_dead_lettered(
         assert metrics.metric_sum("altcraft_connector_records_engaged_total") == stream.outcomes["engage"]
         assert metrics.metric_sum("altcraft_connector_records_skipped_total") == stream.outcomes["skip"]
         for stage in ("decode", "map", "api"):
-            assert metrics.metric_sum("altcraft_connector_records_dead_lettered_total", stage=stage) == (
-                stream.outcomes[f"dead:{stage}"]
+            assert (
+                metrics.metric_sum("altcraft_connector_records_dead_lettered_total", stage=stage)
+                == (stream.outcomes[f"dead:{stage}"])
             ), stage
         requests = emulator.stats()["requests"]
         assert metrics.metric_sum("altcraft_connector_requests_total") == requests
