@@ -76,7 +76,9 @@ def run_demo(events: int, seed: int, partitions: int = PARTITIONS) -> int:
 def _start_emulator() -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "connector.cli", "emulator", "--port", "0", "--token", TOKEN, "--workflow",
            str(WORKFLOW), "--seed", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -163,13 +165,13 @@ def _run_and_report(settings: Settings, url: str, total: int, expected: Counter[
     connector.request_stop()
     worker.join(60)
     ok = done_count() >= total
-    _summary(registry, url, total, expected, elapsed, bootstrap)
+    ok = _summary(registry, url, total, expected, elapsed, bootstrap) and ok
     return 0 if ok else 1
 
 
 def _summary(
     registry: CollectorRegistry, url: str, total: int, expected: Counter[str], elapsed: float, bootstrap: str
-) -> None:
+) -> bool:
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in registry.collect() for s in m.samples}
 
     def total_of(name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -197,7 +199,23 @@ def _summary(
         print(f"  requests             {int(v)}   ({d['endpoint'].rsplit('/', 1)[-1]}, {d['outcome']})")
     print(f"  throughput           {total / elapsed:,.0f} events/s over {elapsed:.1f} s")
     print(f"  batch latency        p50 <= {p50:.3f} s, p99 <= {p99:.3f} s (first record to answer, histogram bound)")
-    print(f"  emulator recorded    {emu}")
+    print(
+        f"  emulator recorded    {emu['requests']} requests ({emu['duplicates']} deduplicated), "
+        f"{emu['items_accepted']} items accepted, {emu['items_rejected']} rejected, "
+        f"{emu['engagements']} engagements of {emu['profiles_engaged']} profiles"
+    )
+    checks = {
+        "every engaged event is an engagement at the emulator": int(engaged) == emu["engagements"],
+        "every rejected item is in the dead-letter topic": emu["items_rejected"]
+        == sum(n for r, n in dlq_reasons.items() if r.startswith("api:")),
+        "every event was engaged, skipped or dead-lettered": int(engaged + sum(skipped.values()) + sum(dead.values()))
+        == total,
+        "the outcomes are the ones the data set was built to have": int(engaged) == expected["engage"]
+        and int(sum(dead.values())) == sum(n for k, n in expected.items() if k.startswith("dead")),
+    }
+    for what, ok in checks.items():
+        print(f"  {'ok  ' if ok else 'FAIL'} {what}")
+    return all(checks.values())
 
 
 def _read_dead_letters(bootstrap: str) -> Counter[str]:
