@@ -32,6 +32,7 @@ from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 
 from connector.batching import Batch, BatchPolicy, Lane, parse_metadata
+from connector.breaker import Breaker
 from connector.config import Settings, kafka_common_props
 from connector.decode import build_decoder
 from connector.dlq import DeadLetters, Reason
@@ -41,7 +42,7 @@ from connector.metrics import Metrics
 from connector.models import SendOutcome, TopicPartitionKey
 from connector.routing import Route
 from connector.sink.client import Abandoned, AltcraftClient, SendJob
-from connector.sink.halt import HaltState
+from connector.sink.halt import BREAKER_REASON, HaltState
 from connector.sink.request import request_id
 from connector.source.consumer import Assigned, CommitFailed, KafkaSource
 from connector.source.offsets import OffsetTracker
@@ -52,6 +53,7 @@ COMMIT_INTERVAL_S = 0.5
 GAUGE_INTERVAL_S = 5.0
 BACKLOG_PAUSE = 2  # sealed batches waiting in one partition before it is paused
 HOLD_S = 2.0  # pause of a partition whose next record hit a transient fault
+HALT_LOG_EVERY_S = 60.0
 
 
 @dataclass(slots=True, eq=False)
@@ -113,6 +115,9 @@ class Connector:
         self._commit_backoff_until = 0.0
         self._counts: Counter[tuple[str, ...]] = Counter()  # per-turn metric increments
         self._held_until: dict[TopicPartitionKey, float] = {}
+        dl = settings.dead_letter
+        self._breaker = Breaker(dl.breaker_window, dl.breaker_max_share, dl.breaker_max_consecutive)
+        self._last_halt_log = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -205,6 +210,7 @@ class Connector:
                 counts[("skipped", route.name, prepared.skip)] += 1
             elif prepared.dead is not None:
                 self._dead_letter(batch, msg, prepared.dead, route.name)
+                self._judge(0, 1)
             counts[("consumed", route.name)] += 1
 
     def _hold(self, tp: TopicPartitionKey, offset: int, exc: TransientError, now: float) -> None:
@@ -272,6 +278,15 @@ class Connector:
             self._dead_letter(batch, msg, reason, route.name)
         if batch.resolved:
             self._resolve(batch)
+        self._judge(outcome.accepted, len(outcome.rejected))
+
+    def _judge(self, ok: int, dead: int) -> None:
+        """Feed the breaker; when it trips, halt: too many dead letters mean a misconfiguration."""
+        why = self._breaker.record(ok, dead)
+        if why is not None:
+            self.halt.set(BREAKER_REASON, why)
+            self.metrics.halted.labels(BREAKER_REASON).set(1)
+            log.error("halted by the dead-letter breaker: %s; fix the cause (mapping, route, data) and restart", why)
 
     # 6.
     def _dispatch(self) -> None:
@@ -333,15 +348,30 @@ class Connector:
         for tp, until in list(self._held_until.items()):
             if until <= now or tp not in self._lanes:
                 del self._held_until[tp]
+        self.metrics.dlq_stalled.set(1 if self._dlq.failing else 0)
+        over_budget = self._buffered_bytes() > self.settings.batching.max_buffered_bytes
         pause: list[TopicPartitionKey] = []
         resume: list[TopicPartitionKey] = []
         for tp, lane in self._lanes.items():
             backed_up = (
-                halted or self._stop_requested.is_set() or lane.backlog >= BACKLOG_PAUSE or tp in self._held_until
+                halted
+                or self._stop_requested.is_set()
+                or lane.backlog >= BACKLOG_PAUSE
+                or tp in self._held_until
+                or (over_budget and not lane.idle)
             )
             (pause if backed_up else resume).append(tp)
         src.pause(pause)
         src.resume(resume)
+
+    def _buffered_bytes(self) -> int:
+        total = 0
+        for lane in self._lanes.values():
+            if lane.open is not None:
+                total += lane.open.size
+            for b in lane.ready:
+                total += b.size
+        return total
 
     # 8.
     def _commit_progress(self, now: float, force: bool = False) -> None:
@@ -390,8 +420,12 @@ class Connector:
         src = self._source
         assert src is not None
         self.metrics.inflight.set(len(self._inflight))
-        self.metrics.dlq_stalled.set(1 if self._dlq.failing else 0)
         self.metrics.assigned_partitions.set(len(self._lanes))
+        reasons = self.halt.reasons()
+        if reasons and self._clock() - self._last_halt_log >= HALT_LOG_EVERY_S:
+            self._last_halt_log = self._clock()
+            log.error("still halted (%s); nothing is sent, dead-lettered or committed past until the cause is "
+                      "fixed", "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items())))  # fmt: skip
         try:
             for (topic, part), lag in src.position_lag().items():
                 self.metrics.lag.labels(topic, str(part)).set(lag)

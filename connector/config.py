@@ -140,6 +140,10 @@ class AltcraftSettings(_Frozen):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     # Asynchronous task mode (routes with mode: engage-task).
     task: TaskSettings = Field(default_factory=TaskSettings)
+    # Optional ceiling on requests per second (all routes together); null: none.
+    max_requests_per_s: float | None = Field(default=None, gt=0, le=100_000)
+    # Optional ceiling on profiles per second (all routes together); null: none.
+    max_profiles_per_s: float | None = Field(default=None, gt=0, le=10_000_000)
 
     @field_validator("base_url")
     @classmethod
@@ -164,6 +168,8 @@ class BatchingSettings(_Frozen):
     max_bytes: int = Field(default=9_000_000, ge=1_000, le=1_000_000_000)
     # Longest time a batch stays open after its first record, in seconds.
     linger_s: float = Field(default=1.0, ge=0, le=300)
+    # Bytes of batches waiting to be sent before every partition with waiting batches is paused.
+    max_buffered_bytes: int = Field(default=64_000_000, ge=1_000_000, le=10_000_000_000)
 
 
 class Format(StrEnum):
@@ -269,6 +275,12 @@ class DeadLetterSettings(_Frozen):
     topic: str = Field(default="altcraft-connector-dlq", min_length=1, max_length=249)
     # Longest wait for a dead letter's delivery report before the partition stalls and retries.
     delivery_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # Breaker: among the last breaker_window records with a verdict, more than breaker_max_share
+    # dead-lettered halts the connector (a misconfiguration, not bad data).
+    breaker_window: int = Field(default=1_000, ge=10, le=1_000_000)
+    breaker_max_share: float = Field(default=0.5, gt=0, le=1)
+    # Breaker: this many dead letters in a row halt the connector too; 0 turns this check off.
+    breaker_max_consecutive: int = Field(default=1_000, ge=0, le=10_000_000)
 
 
 class ObservabilitySettings(_Frozen):

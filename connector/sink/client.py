@@ -22,6 +22,7 @@ import orjson
 from connector.config import AltcraftSettings, Mode
 from connector.metrics import Metrics
 from connector.models import ItemRejection, SendOutcome
+from connector.ratelimit import RateLimiter
 from connector.sink.classify import (
     Action,
     Decision,
@@ -30,7 +31,7 @@ from connector.sink.classify import (
     item_results,
     parse_retry_after,
 )
-from connector.sink.halt import HaltState
+from connector.sink.halt import BREAKER_REASON, HaltState
 from connector.sink.request import ENDPOINTS, TASK_STATUS, BodyShape, sub_request_id
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class AltcraftClient:
         self._halt = halt
         self._rand = rand
         self._halt_probe_s = halt_probe_s
+        self._limiter = RateLimiter(settings.max_requests_per_s, settings.max_profiles_per_s)
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self._task_token = token
         pool = settings.max_in_flight * 2
@@ -116,6 +118,8 @@ class AltcraftClient:
         attempt = 0
         stuck_logged = 0.0
         while True:
+            if self._limiter.active:
+                self._wait(self._limiter.delay(end - start), counts)
             decision, answer = self._attempt(job, endpoint, body, rid, counts)
             action = decision.action
             if action is Action.OK:
@@ -175,6 +179,8 @@ class AltcraftClient:
         """The platform accepted a request: configuration faults are over (a result mismatch only
         clears on an answer that lines up)."""
         for reason in self._halt.reasons():
+            if reason == BREAKER_REASON:
+                continue  # the loop's verdict on the data, not the API's: only a restart clears it
             if (include_mismatch or reason != "result_mismatch") and self._halt.clear(reason):
                 self._metrics.halted.labels(reason).set(0)
                 log.warning("resumed: Altcraft accepts requests again (was halted: %s)", reason)
@@ -244,5 +250,9 @@ class AltcraftClient:
 
     @staticmethod
     def _wait(seconds: float, counts: _Counts) -> None:
+        if seconds <= 0:
+            if counts.cancel.is_set():
+                raise Abandoned()
+            return
         if counts.cancel.wait(seconds):
             raise Abandoned()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 
+# Set by the loop when too many records are dead-lettered; cleared only by a restart.
+BREAKER_REASON = "dead_letter_breaker"
+
 
 class HaltState:
     """Reasons the connector is halted (closed set of labels), with the latest detail of each."""
