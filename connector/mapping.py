@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.config import RouteSettings
+from connector.decode.envelope import UNAVAILABLE
 from connector.errors import MappingError
 
 Path = tuple[str, ...]
@@ -35,7 +36,13 @@ def _get(row: dict[str, Any], path: Path) -> Any:
         node = node.get(key)
         if node is None:
             return None
-    return node
+    return None if node == UNAVAILABLE else node
+
+
+def _strip_nested(value: Any) -> Any:
+    if type(value) is dict:
+        return {k: _strip_nested(v) for k, v in value.items() if v != UNAVAILABLE}
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +58,11 @@ class Mapper:
     """Compiled field mapping of one route."""
 
     def __init__(self, route: RouteSettings) -> None:
-        self._fields = [(dst, _compile(src)) for dst, src in route.fields.items()]
-        self._consumed = {p[0] for _, p in self._fields}
+        compiled = [(dst, _compile(src)) for dst, src in route.fields.items()]
+        # Top-level columns (the common case) are read with one dict lookup each.
+        self._simple = [(dst, p[0]) for dst, p in compiled if len(p) == 1]
+        self._nested = [(dst, p) for dst, p in compiled if len(p) > 1]
+        self._consumed = {p[0] for _, p in compiled}
         self._pass = route.unmapped == "pass"
         self._constants = dict(route.constants)
         self._content = [(k, _compile(src)) for k, src in route.content.items()]
@@ -66,11 +76,17 @@ class Mapper:
 
     def map(self, row: dict[str, Any]) -> MappedItem:
         """Raises :class:`MappingError` naming the field when the row cannot make a valid item."""
-        out = {k: v for k, v in row.items() if k not in self._consumed} if self._pass else {}
-        for dst, path in self._fields:
-            v = row.get(path[0]) if len(path) == 1 else _get(row, path)
+        get = row.get
+        out = {dst: v for dst, src in self._simple if (v := get(src)) is not None}
+        for dst, path in self._nested:
+            v = _get(row, path)
             if v is not None:
                 out[dst] = v
+        if self._pass:
+            consumed = self._consumed
+            rest = {k: _strip_nested(v) for k, v in row.items() if k not in consumed and v != UNAVAILABLE}
+            rest.update(out)
+            out = rest
         if self._constants:
             out.update(self._constants)
         self._check_match(out)

@@ -73,3 +73,14 @@ def test_ops_can_be_configured() -> None:
     d = r.prepare(orjson.dumps({"op": "d", "before": {"email": "a@b.co"}}))
     assert d.dead is not None and d.dead.stage == "op"
     assert r.prepare(orjson.dumps({"op": "r", "after": {"email": "a@b.co"}})).skip == "op_r"
+
+
+def test_the_unavailable_placeholder_is_never_sent_at_any_depth() -> None:
+    placeholder = "__debezium_unavailable_value"
+    row = {"email": "a@b.co", "notes": placeholder, "addr": {"city": placeholder, "zip": "1"}}
+    mapped = Mapper(route(fields={"email": "email", "_city": "addr.city", "zip": "addr.zip", "notes": "notes"})).map(
+        {k: v for k, v in row.items() if v != placeholder}
+    )
+    assert mapped.fields == {"email": "a@b.co", "zip": "1"}
+    passed = Mapper(route(fields={"email": "email"}, unmapped="pass")).map(row)
+    assert placeholder not in repr(passed.fields)
