@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     emu = sub.add_parser("emulator", help="serve a local stand-in for the Altcraft API, with fault injection")
     add_emulator_arguments(emu)
+    reg = sub.add_parser("schema-registry", help="serve a small in-memory Confluent-compatible Schema Registry")
+    reg.add_argument("--host", default="127.0.0.1")
+    reg.add_argument("--port", type=int, default=8081)
+    reg.add_argument("--register", action="append", default=[], metavar="SUBJECT=FILE.avsc",
+                     help="register a schema at start (repeatable)")  # fmt: skip
     return parser
 
 
@@ -87,6 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "schema-registry":
+        from connector.schema_registry.__main__ import main as run_registry
+
+        forwarded = ["--host", args.host, "--port", str(args.port)]
+        for item in args.register:
+            forwarded += ["--register", item]
+        return run_registry(forwarded)
     if args.command == "emulator":
         from connector.emulator.cli import run as run_emulator
 

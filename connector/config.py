@@ -255,10 +255,15 @@ class RouteSettings(_Frozen):
     detect_geo: bool = False
     # What each change operation does.
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    # Avro routes: an .avsc file the records are read as (Avro schema resolution from each writer
+    # schema), so that older and newer writers read alike; absent: as written.
+    reader_schema: Path | None = None
 
     @model_validator(mode="after")
     def _mode_needs_ids(self) -> RouteSettings:
         problems = []
+        if self.reader_schema is not None and self.format not in (Format.AVRO, Format.DEBEZIUM_AVRO):
+            problems.append(f"reader_schema applies to Avro formats, not {self.format.value}")
         if self.mode is Mode.IMPORT and self.db_id is None:
             problems.append("mode import needs db_id")
         if self.mode is not Mode.IMPORT and self.workflow_id is None:
@@ -315,6 +320,14 @@ class SchemaRegistrySettings(_Frozen):
     cache_size: int = Field(default=1_000, ge=1, le=1_000_000)
     # Timeout of one registry request, in seconds.
     request_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> SchemaRegistrySettings:
+        if self.bearer_token is not None and (self.basic_auth_user or self.basic_auth_password is not None):
+            raise ValueError("give basic auth or a bearer token, not both")
+        if (self.basic_auth_user is None) != (self.basic_auth_password is None):
+            raise ValueError("basic_auth_user and basic_auth_password go together")
+        return self
 
 
 class Settings(_Frozen):

@@ -19,7 +19,6 @@ import pytest
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaError,
     KafkaException,
@@ -251,16 +250,17 @@ class KafkaHelper:
 
     def committed_with_metadata(self, group_id: str, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, str]]:
         """``{partition: (offset, metadata)}`` committed by ``group_id`` on ``topic`` (partitions with none omitted)."""
-        request = ConsumerGroupTopicPartitions(group_id, [TP(topic, p) for p in self.partitions(topic)])
-        # A fresh client per call, on purpose: after a broker restart librdkafka (2.10+) may keep a
-        # decommissioned broker cached as the group coordinator and then never answer coordinator
-        # requests (confluentinc/librdkafka#5511); the session-wide admin client would hang here.
-        admin = AdminClient(self.config(FAST_RECONNECT))
-        futures = admin.list_consumer_group_offsets([request], request_timeout=timeout)
-        result = futures[group_id].result(timeout=timeout)
-        del admin
+        # A consumer that never joins the group reads its committed offsets (OffsetFetch) without the
+        # admin client's group-coordinator paths: a fresh admin client per call hung after broker
+        # restarts (confluentinc/librdkafka#5511) and crashed on a young group's NOT_COORDINATOR
+        # answer (confluentinc/librdkafka#5040).
+        reader = Consumer(self.config({**FAST_RECONNECT, "group.id": group_id, "enable.auto.commit": False}))
+        try:
+            got = reader.committed([TP(topic, p) for p in self.partitions(topic)], timeout=timeout)
+        finally:
+            reader.close()
         out: dict[int, tuple[int, str]] = {}
-        for tp in result.topic_partitions:
+        for tp in got:
             if tp.error is not None:
                 raise KafkaException(tp.error)
             if tp.offset >= 0:

@@ -64,10 +64,11 @@ def test_bearer_token() -> None:
 
 
 def test_credentials_must_be_one_kind_and_complete() -> None:
+    # Refused when the settings are validated, before any client exists.
     with pytest.raises(ValueError, match="not both"):
-        RegistryClient(settings("http://127.0.0.1:1", basic_auth_user="u", basic_auth_password="p", bearer_token="t"))
-    with pytest.raises(ValueError, match="needs both"):
-        RegistryClient(settings("http://127.0.0.1:1", basic_auth_user="u"))
+        settings("http://127.0.0.1:1", basic_auth_user="u", basic_auth_password="p", bearer_token="t")
+    with pytest.raises(ValueError, match="go together"):
+        settings("http://127.0.0.1:1", basic_auth_user="u")
 
 
 def test_credentials_in_the_url_never_reach_messages() -> None:
