@@ -112,6 +112,14 @@ class KafkaSource:
         self._forget(keys)
 
     def _forget(self, keys: list[TopicPartitionKey]) -> None:
+        # librdkafka keeps a partition's pause across revocation and a later re-assignment to this
+        # member: resume it now, or it would come back paused with nobody left to resume it.
+        paused = [k for k in keys if k in self._paused]
+        if paused:
+            try:
+                self._consumer.resume([TopicPartition(t, p) for t, p in paused])
+            except KafkaException as exc:
+                log.debug("resuming revoked partitions: %s", exc)
         for k in keys:
             self._assigned.discard(k)
             self._paused.discard(k)
