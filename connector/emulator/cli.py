@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -43,6 +44,11 @@ def _rate(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"a fraction between 0 and 1 is expected, got {text}")
     return value
+
+
+def default_workers() -> int:
+    cpus = os.cpu_count() or 1
+    return 0 if cpus < 2 else min(cpus, 4)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--request-log-size", type=int, default=10_000, help="requests kept for /_emulator/requests (default 10000)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="processes that parse and validate big bodies in parallel; 0 parses in the server process "
+        f"(default: the CPU count, at most 4, 0 on one CPU: {default_workers()} here)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -148,6 +161,7 @@ def config_from_args(args: argparse.Namespace, now: float) -> EmulatorConfig:
         dedup_window_s=args.dedup_window_s,
         task_delay_s=args.task_delay_s,
         request_log_size=args.request_log_size,
+        workers=args.workers,
         faults=faults,
     )
 

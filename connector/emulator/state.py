@@ -1,0 +1,110 @@
+"""Everything the emulator remembers, in one value: profiles, engagements, duplicate answers, tasks,
+the request log, counters, quota usage and the fault random stream.
+
+Pure and single-threaded (the server holds a lock around every use); time is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter, deque
+from dataclasses import asdict, dataclass
+
+from connector.emulator.dedup import DedupStore
+from connector.emulator.engagements import Engagements
+from connector.emulator.profiles import ProfileStore
+from connector.emulator.tasks import TaskStore
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One API request, as GET /_emulator/requests shows it (never the body)."""
+
+    seq: int
+    at: float
+    endpoint: str
+    request_id: str | None
+    # Items in the request's data array (None when it was not read: faults, auth errors...).
+    items: int | None
+    body_bytes: int
+    # HTTP status sent (0: the connection was reset instead) and the body's error code.
+    http_status: int
+    error: int | None
+    duplicate: bool
+    fault: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def id_prefix(seed: int, salt: str) -> str:
+    """Eight hex characters derived from the seed, so generated ids are reproducible."""
+    return hashlib.sha256(f"{salt}:{seed}".encode()).hexdigest()[:8]
+
+
+class EmulatorState:
+    def __init__(self, *, seed: int, dedup_window_s: float, answer_cache_bytes: int, request_log_size: int) -> None:
+        self.rng = random.Random(seed)
+        self.profiles = ProfileStore(id_prefix(seed, "profile"))
+        self.engagements = Engagements()
+        self.dedup = DedupStore(dedup_window_s, answer_cache_bytes)
+        self.tasks = TaskStore(id_prefix(seed, "task"), answer_cache_bytes)
+        self.log: deque[RequestRecord] = deque(maxlen=request_log_size)
+        self.seq = 0
+        self.counters: Counter[str] = Counter()
+        self.faults_injected: Counter[str] = Counter()
+        # Usage counted against the quotas since they were last set.
+        self.quota_profiles_used = 0
+        self.quota_requests_used = 0
+
+    def record(
+        self,
+        *,
+        now: float,
+        endpoint: str,
+        request_id: str | None,
+        items: int | None,
+        body_bytes: int,
+        http_status: int,
+        error: int | None,
+        duplicate: bool = False,
+        fault: str | None = None,
+    ) -> None:
+        self.seq += 1
+        self.log.append(
+            RequestRecord(self.seq, now, endpoint, request_id, items, body_bytes, http_status, error, duplicate, fault)
+        )
+        c = self.counters
+        c["requests"] += 1
+        c["body_bytes"] += body_bytes
+        if duplicate:
+            c["duplicates"] += 1
+        if fault is not None:
+            self.faults_injected[fault] += 1
+
+    def stats(self) -> dict[str, object]:
+        c = self.counters
+        return {
+            "requests": c["requests"],
+            "requests_executed": c["executed"],
+            "duplicates": c["duplicates"],
+            "body_bytes": c["body_bytes"],
+            "items_received": c["items_received"],
+            "items_accepted": c["items_accepted"],
+            "items_rejected": c["items_rejected"],
+            "profiles": len(self.profiles),
+            "profiles_created": c["profiles_created"],
+            "profiles_updated": c["profiles_updated"],
+            "profiles_engaged": self.engagements.distinct(),
+            "engagements": self.engagements.total,
+            "tasks_submitted": c["tasks_submitted"],
+            "tasks_completed": c["tasks_completed"],
+            "tasks_pending": self.tasks.pending,
+            "dedup_keys": len(self.dedup),
+            "dedup_bytes": self.dedup.bytes,
+            "faults_injected": dict(sorted(self.faults_injected.items())),
+            "quota_profiles_used": self.quota_profiles_used,
+            "quota_requests_used": self.quota_requests_used,
+            "bodies_parsed_by_workers": c["bodies_parsed_by_workers"],
+        }
