@@ -97,6 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--request-log-size", type=int, default=10_000, help="requests kept for /_emulator/requests (default 10000)"
     )
     parser.add_argument(
+        "--latency-field",
+        default=None,
+        help="measure produce-to-arrival latency from this item field (Unix ms), shown in /_emulator/stats",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=default_workers(),
@@ -161,6 +166,7 @@ def config_from_args(args: argparse.Namespace, now: float) -> EmulatorConfig:
         dedup_window_s=args.dedup_window_s,
         task_delay_s=args.task_delay_s,
         request_log_size=args.request_log_size,
+        latency_field=args.latency_field,
         workers=args.workers,
         faults=faults,
     )

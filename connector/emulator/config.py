@@ -35,6 +35,9 @@ class EmulatorConfig:
     answer_cache_bytes: int = 512 * 1024 * 1024
     # Most recent requests kept for GET /_emulator/requests.
     request_log_size: int = 10_000
+    # Items carrying this field (Unix time in ms when the event was produced) have their delivery
+    # latency measured on arrival, for benchmarks: GET /_emulator/stats shows its quantiles.
+    latency_field: str | None = None
     # Worker processes that parse and validate big bodies in parallel (0: all in the server process).
     workers: int = 0
     # Faults active from the start (and again after a reset).

@@ -16,6 +16,8 @@ and injected faults never reach this module, so a retry with the same key execut
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +95,8 @@ def handle_api(
     ``prepared``: the body already parsed and validated (by a worker); else it is done here.
     ``fault``: an injected fault applied after execution (the answer will not be sent).
     """
+    if config.latency_field is not None:
+        _measure_latency(state, config.latency_field, req.body)
     if prepared is None:
         prepared = prepare(req.path, req.body, req.content_type)
     run_due_tasks(state, faults, now)
@@ -227,6 +231,13 @@ def _batch_call(config: EmulatorConfig, prepared: Prepared, rid: str | None) -> 
     if prepared.items is None:
         raise _Fail(400, "data must be an array of profiles")
     return BatchCall(prepared.items, matching, field_name, workflow_id, rid)
+
+
+def _measure_latency(state: EmulatorState, field: str, body: bytes) -> None:
+    """Record, per item carrying ``field`` (Unix ms when produced), how long ago that was."""
+    now_ms = int(time.time() * 1000)
+    pattern = re.compile(b'"' + re.escape(field.encode()) + rb'":(\d+)')
+    state.latencies_ms.extend(now_ms - int(m) for m in pattern.findall(body))
 
 
 def _take_quota(state: EmulatorState, faults: FaultConfig, items: int) -> None:

@@ -57,6 +57,8 @@ class EmulatorState:
         # Usage counted against the quotas since they were last set.
         self.quota_profiles_used = 0
         self.quota_requests_used = 0
+        # Produce-to-arrival latencies in ms (see EmulatorConfig.latency_field), the most recent ones.
+        self.latencies_ms: deque[int] = deque(maxlen=2_000_000)
 
     def record(
         self,
@@ -83,9 +85,21 @@ class EmulatorState:
         if fault is not None:
             self.faults_injected[fault] += 1
 
+    def latency_stats(self) -> dict[str, float] | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        n = len(ordered)
+
+        def q(x: float) -> float:
+            return float(ordered[min(n - 1, int(x * n))])
+
+        return {"count": n, "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "max_ms": float(ordered[-1])}
+
     def stats(self) -> dict[str, object]:
         c = self.counters
         return {
+            "latency": self.latency_stats(),
             "requests": c["requests"],
             "requests_executed": c["executed"],
             "duplicates": c["duplicates"],

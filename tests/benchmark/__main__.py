@@ -1,0 +1,365 @@
+"""``python -m tests.benchmark``: how close to the limit the connector runs.
+
+In one run, against the same real Kafka broker, the same data and the same emulator, it measures
+
+- the ceiling: raw consumption with ``consume(10000)`` and no processing;
+- the floor pipeline: a minimal consume -> decode -> build body -> POST -> commit loop without any of
+  the connector's guarantees;
+- the connector itself, as a user runs it (``altcraft-connector run`` with a production-like config);
+
+each as a child process, so that CPU seconds and peak RSS are that process's own (``wait4``). It
+prints events/s, CPU seconds per million events and peak RSS (medians over the repetitions), the
+connector's ratios to the floor and the ceiling, and with ``--latency`` the end-to-end latency
+(event produced -> Altcraft answered) at a steady rate. Results are also written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
+
+from connector.demo_data import DEMO_FIELDS, generate
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "bench-token"
+WORKFLOW = 12
+PY = sys.executable
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m tests.benchmark", description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1_000_000, help="events in the data set (default 1000000)")
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3, help="repetitions; medians are reported (default 3)")
+    ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""),
+                    help="use this Kafka cluster instead of starting the test broker")  # fmt: skip
+    ap.add_argument("--out", default="bench-results.json", help="where to write the JSON results")
+    ap.add_argument("--latency-rate", type=int, default=20_000, help="events/s of the latency run (0: skip)")
+    ap.add_argument("--latency-seconds", type=float, default=15.0)
+    args = ap.parse_args()
+
+    broker = None
+    bootstrap = args.bootstrap
+    if not bootstrap:
+        from tests.broker.kafka import KafkaBroker
+
+        broker = KafkaBroker(fast_start=True).start()
+        bootstrap = broker.bootstrap
+    emulator, url = start_emulator(latency=args.latency_rate > 0)
+    try:
+        return run(args, bootstrap, url)
+    finally:
+        stop(emulator)
+        if broker is not None:
+            broker.close()
+
+
+def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
+    tag = f"{int(time.time())}"
+    topic = f"bench-json-{tag}"
+    create_topic(bootstrap, topic, args.partitions)
+    log(f"generating {args.events} events")
+    stream = generate(args.events, args.partitions, invalid_share=0.0, seed=1)
+    log("producing")
+    produce(bootstrap, topic, ((e.key, e.value, e.partition) for e in stream.events))
+    del stream
+    runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "floor": [], "connector": []}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for rep in range(args.reps):
+            log(f"repetition {rep + 1}/{args.reps}: ceiling")
+            runs["ceiling"].append(measure_script("ceiling", bootstrap, topic, f"ceil-{tag}-{rep}", args.events, url))
+            log(f"repetition {rep + 1}/{args.reps}: floor")
+            runs["floor"].append(measure_script("floor", bootstrap, topic, f"floor-{tag}-{rep}", args.events, url))
+            log(f"repetition {rep + 1}/{args.reps}: connector")
+            runs["connector"].append(
+                measure_connector(bootstrap, topic, f"conn-{tag}-{rep}", args.events, url, Path(tmp))
+            )
+        latency = None
+        if args.latency_rate > 0:
+            log(f"latency at a steady {args.latency_rate} events/s")
+            latency = measure_latency(bootstrap, url, args, Path(tmp), tag)
+    summary = {name: medians(rs) for name, rs in runs.items()}
+    conn, floor, ceil = summary["connector"], summary["floor"], summary["ceiling"]
+    ratios = {
+        "connector_to_floor": conn["events_per_s"] / floor["events_per_s"],
+        "connector_to_ceiling": conn["events_per_s"] / ceil["events_per_s"],
+    }
+    result = {
+        "events": args.events,
+        "partitions": args.partitions,
+        "repetitions": args.reps,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "median": summary,
+        "ratios": ratios,
+        "latency": latency,
+        "runs": runs,
+    }
+    Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print_table(summary, ratios, latency, args)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parts
+
+
+def log(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def start_emulator(latency: bool) -> tuple[subprocess.Popen[str], str]:
+    cmd = [PY, "-m", "connector.cli", "emulator", "--port", "0", "--token", TOKEN, "--workflow", str(WORKFLOW)]
+    if latency:
+        cmd += ["--latency-field", "bench_produced_ms"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("EMULATOR_URL="):
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, line.strip().split("=", 1)[1]
+    stop(proc)
+    raise RuntimeError("the emulator did not start")
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(20)
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        f.result(30)
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes | None, int]]) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000,
+                  "compression.type": "lz4", "queue.buffering.max.messages": 2_000_000})  # fmt: skip
+    for i, (key, value, part) in enumerate(records):
+        p.produce(topic, value, key=key, partition=part)
+        if i % 50_000 == 0:
+            p.poll(0)
+    if p.flush(120):
+        raise RuntimeError("not every benchmark event was delivered")
+
+
+def wait_child(proc: subprocess.Popen[Any], timeout: float) -> tuple[int, Any]:
+    """Reap the child and return its exit status and its own resource usage."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage
+
+
+def figures(events: int, elapsed: float, usage: Any, peak_rss_mb: float) -> dict[str, float]:
+    """``usage`` gives CPU time; ru_maxrss is not used, as it counts the parent's pages before exec."""
+    cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "events_per_s": events / elapsed if elapsed > 0 else 0.0,
+        "elapsed_s": elapsed,
+        "cpu_s_per_million": cpu / events * 1e6,
+        "peak_rss_mb": peak_rss_mb,
+    }
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """A process's peak resident memory since its exec (VmHWM), read while it is alive."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def measure_script(name: str, bootstrap: str, topic: str, group: str, events: int, url: str) -> dict[str, float]:
+    cmd = [PY, "-m", f"tests.benchmark.{name}", "--bootstrap", bootstrap, "--topic", topic, "--group", group,
+           "--events", str(events)]  # fmt: skip
+    if name == "floor":
+        cmd += ["--url", url, "--token", TOKEN, "--workflow", str(WORKFLOW)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    code, usage = wait_child(proc, 900)
+    if code != 0:
+        raise RuntimeError(f"{name} failed ({code}): {out}")
+    got = orjson.loads(out.strip().splitlines()[-1])
+    return figures(got["events"], got["elapsed_s"], usage, got["peak_rss_mb"])
+
+
+def connector_config(bootstrap: str, topic: str, group: str, url: str, port: int) -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": group},
+        "altcraft": {"base_url": url, "token": TOKEN, "max_in_flight": 4},
+        "batching": {"max_items": 10_000, "max_bytes": 9_000_000, "linger_s": 1.0},
+        "routes": [{"name": "customers", "topics": [topic], "format": "debezium-json", "workflow_id": WORKFLOW,
+                    "matching": "email", "fields": {**DEMO_FIELDS, "bench_produced_ms": "bench_produced_ms"}}],
+        "dead_letter": {"topic": f"{topic}-dlq"},
+        "observability": {"host": "127.0.0.1", "port": port, "log_format": "json", "log_level": "WARNING"},
+    }  # fmt: skip
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[s.name] = out.get(s.name, 0.0) + s.value
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_connector(config: dict[str, Any], workdir: Path, name: str) -> subprocess.Popen[bytes]:
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log_file = (workdir / f"{name}.log").open("wb")
+    proc = subprocess.Popen([PY, "-m", "connector.cli", "run", "--config", str(path)], stdout=log_file,
+                            stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+    log_file.close()
+    return proc
+
+
+def measure_connector(bootstrap: str, topic: str, group: str, events: int, url: str, workdir: Path) -> dict[str, float]:
+    port = free_port()
+    proc = start_connector(connector_config(bootstrap, topic, group, url, port), workdir, group)
+    first = None
+    done_at = None
+    deadline = time.monotonic() + 900
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                m = scrape(port)
+            except httpx.HTTPError:
+                time.sleep(0.1)
+                continue
+            now = time.monotonic()
+            if first is None and m.get("altcraft_connector_records_consumed_total", 0) > 0:
+                first = now
+            resolved = sum(m.get(f"altcraft_connector_records_{k}_total", 0) for k in ("engaged", "skipped",
+                                                                                       "dead_lettered"))  # fmt: skip
+            if resolved >= events:
+                done_at = now
+                break
+            time.sleep(0.05)
+    finally:
+        peak = vm_hwm_mb(proc.pid)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        code, usage = wait_child(proc, 120)
+    if first is None or done_at is None:
+        raise RuntimeError(f"the connector did not finish (exit {code}); see {workdir / group}.log")
+    return figures(events, done_at - first, usage, peak)
+
+
+def measure_latency(bootstrap: str, url: str, args: argparse.Namespace, workdir: Path, tag: str) -> dict[str, Any]:
+    """Produce at a steady rate with the production time in each row; the emulator measures on arrival."""
+    topic = f"bench-latency-{tag}"
+    create_topic(bootstrap, topic, args.partitions)
+    httpx.post(f"{url}/_emulator/reset", timeout=30)
+    port = free_port()
+    proc = start_connector(connector_config(bootstrap, topic, f"lat-{tag}", url, port), workdir, f"lat-{tag}")
+    total = int(args.latency_rate * args.latency_seconds)
+    stream = generate(total, args.partitions, invalid_share=0.0, seed=2)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the connector must have joined before the clock starts
+            try:
+                if scrape(port).get("altcraft_connector_assigned_partitions", 0) > 0:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        start = time.monotonic()
+        for i, e in enumerate(stream.events):
+            if e.value is not None:
+                doc = orjson.loads(e.value)
+                if doc.get("after"):
+                    doc["after"]["bench_produced_ms"] = int(time.time() * 1000)
+                value: bytes | None = orjson.dumps(doc)
+            else:
+                value = None
+            producer.produce(topic, value, key=e.key, partition=e.partition)
+            if i % 100 == 99:  # pace in steps of 100 events
+                producer.poll(0)
+                delay = start + (i + 1) / args.latency_rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        producer.flush(60)
+        achieved = total / (time.monotonic() - start)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            m = scrape(port)
+            resolved = sum(m.get(f"altcraft_connector_records_{k}_total", 0) for k in ("engaged", "skipped",
+                                                                                       "dead_lettered"))  # fmt: skip
+            if resolved >= total:
+                break
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        wait_child(proc, 120)
+    stats = httpx.get(f"{url}/_emulator/stats", timeout=30).json()
+    lat = stats.get("latency") or {}
+    return {"rate_target": args.latency_rate, "rate_achieved": achieved, "events": total, **lat}
+
+
+def medians(rs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+
+
+def print_table(summary: dict[str, dict[str, float]], ratios: dict[str, float], latency: Any, args: Any) -> None:
+    print()
+    print(f"{args.events} events over {args.partitions} partitions, medians of {args.reps} repetitions")
+    print(f"{'':12} {'events/s':>12} {'CPU s / M events':>18} {'peak RSS MB':>12}")
+    for name in ("ceiling", "floor", "connector"):
+        r = summary[name]
+        print(f"{name:12} {r['events_per_s']:>12,.0f} {r['cpu_s_per_million']:>18.1f} {r['peak_rss_mb']:>12.0f}")
+    print(f"connector / floor   {ratios['connector_to_floor']:.2f}")
+    print(f"connector / ceiling {ratios['connector_to_ceiling']:.2f}")
+    if latency:
+        p50, p99 = latency.get("p50_ms", float("nan")), latency.get("p99_ms", float("nan"))
+        print(f"end-to-end latency at {latency['rate_achieved']:,.0f} events/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    print(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
