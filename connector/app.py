@@ -391,12 +391,14 @@ class Connector:
     def _commit(self, offsets: dict[TopicPartitionKey, int], metadata: dict[TopicPartitionKey, str]) -> bool:
         src = self._source
         assert src is not None
+        started = time.perf_counter()
         try:
             src.commit(offsets, metadata)
         except CommitFailed as exc:
             log.warning("commit failed, will retry: %s", exc)
             self._commit_backoff_until = self._clock() + 1.0
             return False
+        self.metrics.commit_duration.observe(time.perf_counter() - started)
         self._tracker.mark_committed(offsets)
         self.metrics.last_progress.set(time.time())
         return True

@@ -47,6 +47,10 @@ class Metrics:
             p + "batch_latency_seconds", "From a batch's first record to the API's answer.",
             buckets=_LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
+        self.commit_duration = Histogram(
+            p + "commit_duration_seconds", "Duration of one synchronous offset commit.",
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
         self.lag = Gauge(
             p + "consumer_lag", "Records behind the high watermark, per assigned partition.", ["topic", "partition"],
             registry=registry,
