@@ -1,6 +1,6 @@
 """A local stand-in for the Altcraft API, with fault injection and inspection endpoints.
 
-One room per step (docs/emulator.md describes the behaviour):
+One room per step (README.md, "The Altcraft API emulator", describes the behaviour):
 
 - ``server``: :class:`~connector.emulator.server.Emulator`, the object that starts it all;
 - ``httpd``: HTTP/1.1, request bodies, transport faults, answers on the wire;
