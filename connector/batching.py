@@ -146,10 +146,6 @@ class Lane:
         if self.open is not None and not self.open.replayed and self.policy.due(self.open, now):
             self.seal()
 
-    def seal_for_shutdown(self) -> None:
-        """Seal even a replayed range early: its Request-ID stays the recorded one."""
-        self.seal()
-
     # -- dispatch
 
     def next_to_send(self) -> Batch | None:

@@ -6,10 +6,9 @@ dead-letter it with a reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from connector.config import Format, OpAction, RouteSettings
+from connector.config import OpAction, RouteSettings
 from connector.decode import Decoder, json_decoder
 from connector.dlq import Reason
 from connector.errors import MappingError, RecordError, RecordTooLarge
@@ -71,9 +70,3 @@ class Route:
 class _OpRefused(MappingError):
     stage = "op"
 
-
-def is_avro(fmt: Format) -> bool:
-    return fmt in (Format.AVRO, Format.DEBEZIUM_AVRO)
-
-
-DecoderFactory = Callable[[RouteSettings], Decoder]

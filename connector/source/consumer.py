@@ -31,10 +31,10 @@ FIXED_CONSUMER_PROPS: dict[str, str | bool] = {
 DEFAULT_CONSUMER_PROPS: dict[str, str | int | bool] = {
     "partition.assignment.strategy": "cooperative-sticky",
     "auto.offset.reset": "earliest",
-    # Large fetches: the pipeline takes up to 10,000 records per consume() call.
-    "fetch.max.bytes": 52_428_800,
-    "max.partition.fetch.bytes": 4_194_304,
-    "queued.max.messages.kbytes": 131_072,
+    # Fetches large enough for 10,000-record consume() calls, prefetch small enough to bound memory.
+    "fetch.max.bytes": 16_777_216,
+    "max.partition.fetch.bytes": 2_097_152,
+    "queued.max.messages.kbytes": 32_768,
 }
 
 

@@ -16,6 +16,7 @@ connector's ratios to the floor and the ceiling, and with ``--latency`` the end-
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import platform
 import signal
@@ -25,10 +26,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import httpx
 import orjson
 import yaml
@@ -36,7 +38,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
+from connector.decode.avro import encode
 from connector.demo_data import DEMO_FIELDS, generate
+from connector.schema_registry.samples import CUSTOMER_ENVELOPE, CUSTOMER_SUBJECT, customer_change, load_schema
+from connector.schema_registry.server import RegistryServer
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "bench-token"
@@ -82,8 +87,13 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
     log("producing")
     produce(bootstrap, topic, ((e.key, e.value, e.partition) for e in stream.events))
     del stream
-    runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "floor": [], "connector": []}
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    avro_topic = f"bench-avro-{tag}"
+    create_topic(bootstrap, avro_topic, args.partitions)
+    registry = RegistryServer().start()
+    log("producing the Avro twin of the data")
+    produce(bootstrap, avro_topic, avro_twins(registry, generate(args.events, args.partitions, 0.0, seed=1).events))
+    runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "floor": [], "connector": [], "connector_avro": []}
+    with registry, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for rep in range(args.reps):
             log(f"repetition {rep + 1}/{args.reps}: ceiling")
             runs["ceiling"].append(measure_script("ceiling", bootstrap, topic, f"ceil-{tag}-{rep}", args.events, url))
@@ -93,6 +103,11 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
             runs["connector"].append(
                 measure_connector(bootstrap, topic, f"conn-{tag}-{rep}", args.events, url, Path(tmp))
             )
+            log(f"repetition {rep + 1}/{args.reps}: connector, Avro")
+            runs["connector_avro"].append(
+                measure_connector(bootstrap, avro_topic, f"avro-{tag}-{rep}", args.events, url, Path(tmp),
+                                  registry_url=registry.url)
+            )  # fmt: skip
         latency = None
         if args.latency_rate > 0:
             log(f"latency at a steady {args.latency_rate} events/s")
@@ -258,9 +273,15 @@ def start_connector(config: dict[str, Any], workdir: Path, name: str) -> subproc
     return proc
 
 
-def measure_connector(bootstrap: str, topic: str, group: str, events: int, url: str, workdir: Path) -> dict[str, float]:
+def measure_connector(
+    bootstrap: str, topic: str, group: str, events: int, url: str, workdir: Path, registry_url: str | None = None
+) -> dict[str, float]:
     port = free_port()
-    proc = start_connector(connector_config(bootstrap, topic, group, url, port), workdir, group)
+    config = connector_config(bootstrap, topic, group, url, port)
+    if registry_url is not None:
+        config["routes"][0]["format"] = "debezium-avro"
+        config["schema_registry"] = {"url": registry_url}
+    proc = start_connector(config, workdir, group)
     first = None
     done_at = None
     deadline = time.monotonic() + 900
@@ -344,6 +365,29 @@ def measure_latency(bootstrap: str, url: str, args: argparse.Namespace, workdir:
             "connector_histograms_le_s": inside}  # fmt: skip
 
 
+def avro_twins(registry: RegistryServer, events: list[Any]) -> Iterator[tuple[bytes, bytes | None, int]]:
+    """The same changes as Debezium's Avro converter writes them (the example customer envelope)."""
+    schema = load_schema(CUSTOMER_ENVELOPE)
+    schema_id = registry.register(CUSTOMER_SUBJECT, schema)
+    parsed = fastavro.parse_schema(schema)
+    epoch = dt.date(1970, 1, 1)
+
+    def row(r: dict[str, Any] | None) -> dict[str, Any] | None:
+        if r is None:
+            return None
+        days = (dt.date.fromisoformat(r["birth_date"]) - epoch).days
+        kept = {k: r.get(k) for k in ("email", "first_name", "last_name", "phone", "city")}
+        return {"id": r["id"], "birth_date": days, **kept}
+
+    for e in events:
+        if e.value is None:
+            yield e.key, None, e.partition
+            continue
+        doc = orjson.loads(e.value)
+        change = customer_change(doc["op"], row(doc.get("before")), row(doc.get("after")), doc["ts_ms"])
+        yield e.key, encode(schema_id, parsed, change), e.partition
+
+
 STAMP = b"1000000000000"  # 13 digits, like a Unix time in ms
 
 
@@ -383,7 +427,7 @@ def print_table(summary: dict[str, dict[str, float]], ratios: dict[str, float], 
     print()
     print(f"{args.events} events over {args.partitions} partitions, medians of {args.reps} repetitions")
     print(f"{'':12} {'events/s':>12} {'CPU s / M events':>18} {'peak RSS MB':>12}")
-    for name in ("ceiling", "floor", "connector"):
+    for name in ("ceiling", "floor", "connector", "connector_avro"):
         r = summary[name]
         print(f"{name:12} {r['events_per_s']:>12,.0f} {r['cpu_s_per_million']:>18.1f} {r['peak_rss_mb']:>12.0f}")
     print(f"connector / floor   {ratios['connector_to_floor']:.2f}")

@@ -20,7 +20,7 @@ def test_benchmark_runs_every_part_and_reports_them(kafka: Any, tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text())
-    for part in ("ceiling", "floor", "connector"):
+    for part in ("ceiling", "floor", "connector", "connector_avro"):
         figures = result["median"][part]
         assert figures["events_per_s"] > 0 and figures["cpu_s_per_million"] > 0 and figures["peak_rss_mb"] > 0
     assert result["ratios"]["connector_to_floor"] > 0
