@@ -10,7 +10,7 @@ import orjson
 import yaml
 
 from connector import __version__
-from connector.config import SettingsError, load_settings, masked_dump
+from connector.config import Settings, SettingsError, load_settings, masked_dump
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -48,13 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_config(args: argparse.Namespace) -> int:
+def _load(path: str) -> Settings | None:
+    """The settings, or None after listing every problem on stderr."""
     try:
-        settings = load_settings(args.config)
+        return load_settings(path)
     except SettingsError as exc:
-        print(f"{args.config}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for p in exc.problems:
             print(f"  - {p}", file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if settings is None:
         return EXIT_BAD_SETTINGS
     dumped = masked_dump(settings)
     if args.format == "json":
@@ -66,12 +73,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except SettingsError as exc:
-        print(f"{args.config}: {len(exc.problems)} problem(s):", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  - {p}", file=sys.stderr)
+    settings = _load(args.config)
+    if settings is None:
         return EXIT_BAD_SETTINGS
     from connector.app import run_forever
 

@@ -34,6 +34,7 @@ from confluent_kafka.admin import (
 
 from tests.broker.kafka import KafkaBroker
 from tests.broker.kafka import free_port as _free_port
+from tests.support import wait_until
 
 EXTERNAL_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 
@@ -276,14 +277,7 @@ class KafkaHelper:
     @staticmethod
     def wait_until(cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
         """Poll ``cond`` until it returns something truthy (returned); AssertionError after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = cond()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
-            time.sleep(interval)
+        return wait_until(cond, timeout, what or repr(cond), interval)
 
     def close(self) -> None:
         if self._producer is not None:

@@ -95,6 +95,7 @@ class ConnectorProcess:
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll ``cond`` until it returns something truthy (returned); AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
