@@ -93,25 +93,28 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
     log("producing the Avro twin of the data")
     produce(bootstrap, avro_topic, avro_twins(registry, generate(args.events, args.partitions, 0.0, seed=1).events))
     runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "floor": [], "connector": [], "connector_avro": []}
-    with registry, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        for rep in range(args.reps):
-            log(f"repetition {rep + 1}/{args.reps}: ceiling")
-            runs["ceiling"].append(measure_script("ceiling", bootstrap, topic, f"ceil-{tag}-{rep}", args.events, url))
-            log(f"repetition {rep + 1}/{args.reps}: floor")
-            runs["floor"].append(measure_script("floor", bootstrap, topic, f"floor-{tag}-{rep}", args.events, url))
-            log(f"repetition {rep + 1}/{args.reps}: connector")
-            runs["connector"].append(
-                measure_connector(bootstrap, topic, f"conn-{tag}-{rep}", args.events, url, Path(tmp))
-            )
-            log(f"repetition {rep + 1}/{args.reps}: connector, Avro")
-            runs["connector_avro"].append(
-                measure_connector(bootstrap, avro_topic, f"avro-{tag}-{rep}", args.events, url, Path(tmp),
-                                  registry_url=registry.url)
-            )  # fmt: skip
-        latency = None
-        if args.latency_rate > 0:
-            log(f"latency at a steady {args.latency_rate} events/s")
-            latency = measure_latency(bootstrap, url, args, Path(tmp), tag)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            for rep in range(args.reps):
+                log(f"repetition {rep + 1}/{args.reps}: ceiling, floor")
+                for part in ("ceiling", "floor"):
+                    group = f"{part}-{tag}-{rep}"
+                    runs[part].append(measure_script(part, bootstrap, topic, group, args.events, url))
+                log(f"repetition {rep + 1}/{args.reps}: connector")
+                runs["connector"].append(
+                    measure_connector(bootstrap, topic, f"conn-{tag}-{rep}", args.events, url, Path(tmp))
+                )
+                log(f"repetition {rep + 1}/{args.reps}: connector, Avro")
+                runs["connector_avro"].append(
+                    measure_connector(bootstrap, avro_topic, f"avro-{tag}-{rep}", args.events, url, Path(tmp),
+                                      registry_url=registry.url)
+                )  # fmt: skip
+            latency = None
+            if args.latency_rate > 0:
+                log(f"latency at a steady {args.latency_rate} events/s")
+                latency = measure_latency(bootstrap, url, args, Path(tmp), tag)
+    finally:
+        registry.stop()
     summary = {name: medians(rs) for name, rs in runs.items()}
     conn, floor, ceil = summary["connector"], summary["floor"], summary["ceiling"]
     ratios = {
