@@ -59,6 +59,7 @@ class Batch:
     items: list[bytes] = field(default_factory=list)
     sources: list[object] = field(default_factory=list)  # the record behind each item
     replayed: bool = False
+    held: int = 0  # estimated bytes of memory the batch keeps alive (items and their records)
     pending_dead_letters: int = 0
     answered: bool = False  # the API's outcome (or no request needed) is known
 
@@ -95,8 +96,10 @@ class Lane:
 
     # -- cutting
 
-    def add(self, offset: int, item: bytes | None, source: object, now: float) -> Batch:
-        """Append one record and return its batch; ``item`` is None for a record that will not be sent."""
+    def add(self, offset: int, item: bytes | None, source: object, now: float, weight: int = 0) -> Batch:
+        """Append one record and return its batch; ``item`` is None for a record that will not be sent.
+
+        ``weight``: the memory the record keeps alive while its batch is held (for the memory bound)."""
         replay = self._replay
         while replay and offset > replay[0][1]:
             self._seal_replayed(replay.popleft())
@@ -107,6 +110,7 @@ class Lane:
                 self.seal()
                 batch = self.open = Batch(self.tp, offset, offset, now, self.overhead, id_range=rng, replayed=True)
             self._append(batch, offset, item, source)
+            batch.held += weight
             if offset == rng[1]:
                 replay.popleft()
                 self.seal()
@@ -118,6 +122,7 @@ class Lane:
         if current is None:
             current = self.open = Batch(self.tp, offset, offset, now, self.overhead)
         self._append(current, offset, item, source)
+        current.held += weight
         if self.policy.full(current):
             self.seal()
         return current
@@ -178,6 +183,16 @@ class Lane:
     @property
     def idle(self) -> bool:
         return self.open is None and not self.ready and self.inflight is None
+
+    @property
+    def held(self) -> int:
+        """Estimated memory kept alive by this partition's open, waiting and in-flight batches."""
+        total = sum(b.held for b in self.ready)
+        if self.open is not None:
+            total += self.open.held
+        if self.inflight is not None:
+            total += self.inflight.held
+        return total
 
     @property
     def backlog(self) -> int:

@@ -168,8 +168,9 @@ class BatchingSettings(_Frozen):
     max_bytes: int = Field(default=9_000_000, ge=1_000, le=1_000_000_000)
     # Longest time a batch stays open after its first record, in seconds.
     linger_s: float = Field(default=1.0, ge=0, le=300)
-    # Bytes of batches waiting to be sent before every partition with waiting batches is paused.
-    max_buffered_bytes: int = Field(default=64_000_000, ge=1_000_000, le=10_000_000_000)
+    # Estimated memory of the records held in batches (open, waiting, in flight) above which every
+    # partition holding some is paused; bounds the process's memory whatever the backlog.
+    max_buffered_bytes: int = Field(default=96_000_000, ge=1_000_000, le=10_000_000_000)
 
 
 class Format(StrEnum):
