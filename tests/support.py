@@ -110,3 +110,13 @@ def header_map(msg: Any) -> dict[str, str]:
     raw = msg.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     return {k: (v.decode() if isinstance(v, bytes) else (v or "")) for k, v in pairs}
+
+
+class FakeClock:
+    """A clock that moves only when a test sets ``now``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

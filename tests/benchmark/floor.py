@@ -4,41 +4,25 @@ Prints one JSON line."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import httpx
 import orjson
-from confluent_kafka import Consumer
+
+from tests.benchmark.common import consumer, parser, report
 
 FIELDS = {"email": "email", "_fname": "first_name", "_lname": "last_name", "phones": "phone",
           "_bdate": "birth_date", "_city": "city", "_regip": "signup_ip", "CRM_ID": "id"}  # fmt: skip
 
 
-def peak_rss_mb() -> float:
-    """This process's own high-water mark (VmHWM: counted from exec, unlike ru_maxrss)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bootstrap", required=True)
-    ap.add_argument("--topic", required=True)
-    ap.add_argument("--group", required=True)
-    ap.add_argument("--events", type=int, required=True)
+    ap = parser()
     ap.add_argument("--url", required=True)
     ap.add_argument("--token", required=True)
     ap.add_argument("--workflow", type=int, required=True)
     args = ap.parse_args()
-    c = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group, "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False, "fetch.max.bytes": 52_428_800,
-                  "max.partition.fetch.bytes": 4_194_304})  # fmt: skip
-    c.subscribe([args.topic])
+    c = consumer(args)
     http = httpx.Client(base_url=args.url, headers={"Authorization": f"Bearer {args.token}",
                                                     "Content-Type": "application/json"}, timeout=60)  # fmt: skip
     head = orjson.dumps({"workflow_id": args.workflow, "matching": "email"})[:-1] + b',"data":'
@@ -72,7 +56,7 @@ def main() -> int:
         c.commit(asynchronous=False)
     elapsed = time.monotonic() - (first or time.monotonic())
     c.close()
-    sys.stdout.write(orjson.dumps({"events": seen, "elapsed_s": elapsed, "peak_rss_mb": peak_rss_mb()}).decode() + "\n")
+    report(seen, elapsed)
     return 0 if seen >= args.events else 1
 
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from connector.emulator.server import Emulator, EmulatorConfig
+from tests.support import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -17,17 +18,9 @@ BATCH = "/api/v1.1/workflows/import_and_start_batch"
 IMPORT = "/api/v1.1/profiles/import_batch"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 
 from connector.emulator.faults import FaultConfig, FaultConfigError
 from connector.emulator.server import Emulator, EmulatorConfig
+from tests.support import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -18,17 +19,9 @@ TOKEN = "fault-token"
 BATCH = "/api/v1.1/workflows/import_and_start_batch"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(5000.0)
 
 
 @pytest.fixture
