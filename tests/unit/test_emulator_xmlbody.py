@@ -5,27 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connector.emulator.xmlbody import XmlBodyError, parse_xml, render_xml
-
-SEED_CUSTOM = b"""<xml>
-<token>abcdefghijklmnqrstuvwxyz</token>
-<workflow_id>12</workflow_id>
-<matching>custom</matching>
-<field_name>New_field_7</field_name>
-<data>
-<_fname>Polina</_fname>
-<_lname>Lambert</_lname>
-<email>example@example.com</email>
-<phones>+79006574082</phones>
-<New_field_7 string = "true" >00067</New_field_7>
-</data>
-<data>
-<_fname>Dariya</_fname>
-<_lname>Lambert</_lname>
-<email>example@example.com</email>
-<phones>+79000005423</phones>
-<New_field_7 string = "true">00077</New_field_7>
-</data>
-</xml>"""
+from tests.seed_examples import SEED_BATCH_CUSTOM_XML
 
 SEED_IMPORT_BATCH = b"""<xml>
 <token>abcdefghijklmnqrstuvwxyz</token>
@@ -51,7 +31,7 @@ SEED_IMPORT_BATCH = b"""<xml>
 
 
 def test_seed_custom_matching_example() -> None:
-    body = parse_xml(SEED_CUSTOM)
+    body = parse_xml(SEED_BATCH_CUSTOM_XML)
     assert body == {
         "token": "abcdefghijklmnqrstuvwxyz",
         "workflow_id": 12,
