@@ -85,20 +85,20 @@ class DeadLetters:
         self._produce(msg, reason, report)
 
     def _produce(self, msg: Message, reason: Reason, report: Callable[[KafkaError | None, Message], None]) -> None:
-        try:
-            self._producer.produce(
-                self._topic,
-                value=msg.value(),
-                key=msg.key(),
-                headers=headers_for(msg, reason),
-                timestamp=msg.timestamp()[1] if msg.timestamp()[0] else 0,
-                on_delivery=report,
-            )
-        except BufferError:
-            self._producer.poll(0.5)
-            self._producer.produce(
-                self._topic, value=msg.value(), key=msg.key(), headers=headers_for(msg, reason), on_delivery=report
-            )
+        kind, ts = msg.timestamp()
+        while True:
+            try:
+                self._producer.produce(
+                    self._topic,
+                    value=msg.value(),
+                    key=msg.key(),
+                    headers=headers_for(msg, reason),
+                    timestamp=ts if kind else 0,
+                    on_delivery=report,
+                )
+                return
+            except BufferError:  # the local queue is full: serve delivery reports, then try again
+                self._producer.poll(0.5)
 
     def poll(self) -> None:
         """Serve delivery reports and re-publish failed dead letters whose pause is over."""

@@ -5,11 +5,10 @@
     │   ├── DecodeError             the bytes are not a readable event (bad JSON, bad Avro framing, ...)
     │   ├── MappingError            the event lacks what the route needs (matching key, wrong type)
     │   └── RecordTooLarge          one record does not fit in any request body
-    ├── TransientError              wait and retry; never dead-letter (API outage, registry down)
-    └── FatalError                  stop: nothing can go on until an operator acts
-        └── ConfigurationFault      the platform refused the connector's own settings (token, workflow)
+    └── TransientError              wait and retry; never dead-letter (API outage, registry down)
 
-Rejections the API reports per item are not exceptions: they arrive as data in a batch outcome.
+Rejections the API reports per item are not exceptions: they arrive as data in a batch outcome, and
+so do the platform's refusals of the configuration (a halt decision of ``sink.classify``).
 """
 
 from __future__ import annotations
@@ -39,11 +38,3 @@ class RecordTooLarge(RecordError):
 
 class TransientError(ConnectorError):
     """Worth retrying later; must never turn a record into a dead letter."""
-
-
-class FatalError(ConnectorError):
-    """The connector cannot go on."""
-
-
-class ConfigurationFault(FatalError):
-    """The platform refused the connector's configuration (bad token, unknown workflow, no rights)."""

@@ -112,9 +112,7 @@ class AltcraftClient:
     def _deliver(self, job: SendJob, start: int, end: int, rid: str, counts: _Counts) -> list[ItemRejection]:
         """Send items[start:end] under ``rid`` until answered; split or bisect on the platform's word."""
         endpoint = ENDPOINTS[job.mode]
-        body = job.shape.body(job.items[start:end]) if (start, end) != (0, len(job.items)) else None
-        if body is None:
-            body = job.shape.body(job.items)
+        body = job.shape.body(job.items[start:end])
         attempt = 0
         stuck_logged = 0.0
         while True:
@@ -223,14 +221,12 @@ class AltcraftClient:
     def _post(
         self, endpoint: str, body: bytes, rid: str | None, counts: _Counts
     ) -> tuple[int | None, dict[str, Any] | None, float | None]:
-        headers = self._headers if rid is None else {**self._headers, "Request-ID": rid}
+        # tasks/status takes the token in its body, as documented; batches carry it in the header.
+        headers = {"Content-Type": "application/json"} if rid is None else {**self._headers, "Request-ID": rid}
         counts.requests += 1
         started = time.perf_counter()
         try:
-            if rid is None:  # tasks/status takes the token in the body as documented
-                response = self._http.post(endpoint, content=body, headers={"Content-Type": "application/json"})
-            else:
-                response = self._http.post(endpoint, content=body, headers=headers)
+            response = self._http.post(endpoint, content=body, headers=headers)
         except httpx.TransportError as exc:
             self._metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
             log.debug("transport failure on %s: %s", endpoint, type(exc).__name__)
