@@ -76,6 +76,7 @@ def import_items(store: ProfileStore, engagements: Engagements, call: BatchCall)
     match = store.match
     create = store.create
     update = store.update
+    append_fields = store.append_fields
     matching, field_name = call.matching, call.field_name
     # Email matching is one dict lookup, done inline, unless subscription addresses are in play;
     # so is creating a profile when the email index is the only one to maintain.
@@ -116,7 +117,10 @@ def import_items(store: ProfileStore, engagements: Engagements, call: BatchCall)
                     created += 1
                     continue
             if type(hit) is str:
-                update(hit, decode(raw))
+                if plain_create:
+                    append_fields(hit, raw)
+                else:
+                    update(hit, decode(raw))
                 updated += 1
                 append(hit)
             else:

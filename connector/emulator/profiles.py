@@ -288,6 +288,25 @@ class ProfileStore:
                 index_add(index, ckey, pid)
         return pid
 
+    def append_fields(self, pid: str, raw: bytes) -> None:
+        """Update a profile found by its email when no other index is kept (:meth:`only_email_indexed`)
+        and the new fields carry neither subscriptions nor a profile id: the same result as
+        :meth:`update`, for the price of a concatenation. The new fields' JSON is appended to the stored
+        one; reading it back keeps the last value of a repeated key at the key's first position, which
+        is what ``dict.update`` gives. The stored text is folded into one object again once it holds
+        about three versions, so that it stays bounded.
+        """
+        n = self.number(pid)
+        if n is None:
+            raise KeyError(pid)
+        old = self.raw[n - 1]
+        if old[:2] == b",{":
+            old = old[2:]
+        if raw[:2] == b",{":
+            raw = raw[2:]
+        merged = old + b"," + raw
+        self.raw[n - 1] = merged if len(old) < 3 * len(raw) else encode(decode(merged))
+
     def update(self, pid: str, new: dict[str, Any]) -> None:
         """Merge new field values into a stored profile, keeping every index in step."""
         n = self.number(pid)

@@ -21,6 +21,11 @@ ENDPOINTS = {
     Mode.IMPORT: "/api/v1.1/profiles/import_batch",
 }
 TASK_STATUS = "/api/v1.1/tasks/status"
+_DATA_HEAD = b'{"data":'
+
+
+def _right_sized(data: bytes) -> bytes:
+    return memoryview(data).tobytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +41,23 @@ class BodyShape:
         return len(self.prefix) + len(self.suffix)
 
     def item(self, mapped: MappedItem) -> bytes:
+        """One item as sent, in a right-sized bytes object.
+
+        An item is held until its batch is answered, and the bytes object ``orjson.dumps`` returns keeps
+        the capacity of its output buffer (about 4 KiB) however short the JSON: held as is, a 250-byte
+        item costs 4 KiB of memory. Each item is therefore copied once into an object of its own size
+        (one join, which is also faster than serializing the wrapper dict).
+        """
         if not self.wrap_items:
-            return orjson.dumps(mapped.fields)
+            return _right_sized(orjson.dumps(mapped.fields))
+        if not mapped.content and not mapped.custom_data:
+            return b"".join((_DATA_HEAD, orjson.dumps(mapped.fields), b"}"))
         wrapper: dict[str, Any] = {"data": mapped.fields}
         if mapped.content:
             wrapper["content"] = mapped.content
         if mapped.custom_data:
             wrapper["custom_data"] = mapped.custom_data
-        return orjson.dumps(wrapper)
+        return _right_sized(orjson.dumps(wrapper))
 
     def body(self, items: list[bytes]) -> bytes:
         return b"".join((self.prefix, b",".join(items), self.suffix))

@@ -44,6 +44,21 @@ def test_same_email_same_profile_case_insensitively() -> None:
     assert store.get(pid) == {"email": "ann@example.com", "_fname": "Ann", "_lname": "Lee"}
 
 
+def test_repeated_updates_keep_the_last_values_and_the_stored_text_bounded() -> None:
+    store, eng = ProfileStore("01"), Engagements()
+    first = {"email": "a@example.com", "_fname": "Ann", "_city": "Riga", "CRM_ID": 1}
+    pid = import_items(store, eng, _call([first, {"email": "b@example.com"}])).results[0]
+    assert isinstance(pid, str)
+    for i in range(50):  # batches of two, so that the profile is cut from a batch's serialisation
+        out = import_items(store, eng, _call([{"email": "b@example.com"}, {"email": "A@example.com", "CRM_ID": i}]))
+        assert out.results[1] == pid and out.updated == 2
+    got = store.get(pid)
+    assert got == {"email": "A@example.com", "_fname": "Ann", "_city": "Riga", "CRM_ID": 49}
+    assert list(got) == ["email", "_fname", "_city", "CRM_ID"]  # keys keep their first position
+    n = store.number(pid)
+    assert n is not None and len(store.raw[n - 1]) < 4 * len(b'"email":"A@example.com","CRM_ID":49') + 80
+
+
 def test_two_items_about_one_new_person_in_one_batch_are_one_profile() -> None:
     store = ProfileStore("01")
     out = import_items(store, Engagements(), _call([{"email": "a@example.com"}, {"email": "a@example.com"}]))

@@ -84,3 +84,27 @@ def test_the_unavailable_placeholder_is_never_sent_at_any_depth() -> None:
     assert mapped.fields == {"email": "a@b.co", "zip": "1"}
     passed = Mapper(route(fields={"email": "email"}, unmapped="pass")).map(row)
     assert placeholder not in repr(passed.fields)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"content": {"plan": "plan"}}, {"mode": "import", "db_id": 1, "workflow_id": None}],
+    ids=["wrapped", "with-content", "import-only"],
+)
+def test_held_items_cost_about_their_own_size_in_memory(extra: dict[str, object]) -> None:
+    """Items wait in memory until their batch is answered: 10,000 of them must not cost 10,000 output
+    buffers of the JSON library (4 KiB each) but about their length."""
+    import tracemalloc
+
+    r = Route(route(fields={"email": "email", "_fname": "name"}, **extra), max_body_bytes=10_000_000)
+    values = [orjson.dumps({"op": "c", "after": {"email": f"p{i}@example.com", "name": "Ann", "plan": "x"}})
+              for i in range(10_000)]  # fmt: skip
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        items = [r.prepare(v).item for v in values]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    total = sum(len(i) for i in items if i is not None)
+    assert len(items) == 10_000 and held < 2 * total + 100 * len(items), (held, total)
