@@ -181,9 +181,16 @@ class Connector:
             self._update_gauges()
 
     def _poll_timeout(self) -> float:
+        """How long the next consume may block: no longer than until the oldest open batch is due, so
+        that a batch is sealed on time rather than up to a poll later."""
         timeout = self.settings.kafka.consume_timeout_s
         if self._inflight:
             timeout = min(timeout, 0.02)
+        now = self._clock()
+        for lane in self._lanes.values():
+            due_in = lane.due_in(now)
+            if due_in is not None and due_in < timeout:
+                timeout = due_in
         return timeout
 
     # 3.

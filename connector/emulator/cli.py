@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latency-field",
         default=None,
-        help="measure produce-to-arrival latency from this item field (Unix ms), shown in /_emulator/stats",
+        help="measure produced-to-acknowledged latency from this item field (Unix ms), shown in /_emulator/stats",
     )
     parser.add_argument(
         "--workers",

@@ -36,7 +36,8 @@ class EmulatorConfig:
     # Most recent requests kept for GET /_emulator/requests.
     request_log_size: int = 10_000
     # Items carrying this field (Unix time in ms when the event was produced) have their delivery
-    # latency measured on arrival, for benchmarks: GET /_emulator/stats shows its quantiles.
+    # latency measured when their request is executed and answered (produced -> acknowledged), for
+    # benchmarks: GET /_emulator/stats shows its quantiles.
     latency_field: str | None = None
     # Worker processes that parse and validate big bodies in parallel (0: all in the server process).
     workers: int = 0

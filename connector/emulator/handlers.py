@@ -95,8 +95,6 @@ def handle_api(
     ``prepared``: the body already parsed and validated (by a worker); else it is done here.
     ``fault``: an injected fault applied after execution (the answer will not be sent).
     """
-    if config.latency_field is not None:
-        _measure_latency(state, config.latency_field, req.body)
     if prepared is None:
         prepared = prepare(req.path, req.body, req.content_type)
     run_due_tasks(state, faults, now)
@@ -133,6 +131,8 @@ def handle_api(
         code = f.code
         reply = error_reply(f.code, f.debug)
     status = 0 if fault is FaultKind.RESET_AFTER_EXECUTE else reply.status
+    if config.latency_field is not None and status == 200 and code == 0 and not duplicate:
+        _measure_latency(state, config.latency_field, req.body)  # acknowledged: executed and answered
     state.record(
         now=now,
         endpoint=endpoint or req.path,
@@ -234,7 +234,8 @@ def _batch_call(config: EmulatorConfig, prepared: Prepared, rid: str | None) -> 
 
 
 def _measure_latency(state: EmulatorState, field: str, body: bytes) -> None:
-    """Record, per item carrying ``field`` (Unix ms when produced), how long ago that was."""
+    """Record, per item carrying ``field`` (Unix ms when produced), how long ago that was: called once
+    the request is executed and its answer is ready, so it measures produced -> acknowledged."""
     now_ms = int(time.time() * 1000)
     pattern = re.compile(b'"' + re.escape(field.encode()) + rb'":(\d+)')
     state.latencies_ms.extend(now_ms - int(m) for m in pattern.findall(body))

@@ -41,6 +41,24 @@ def test_batches_are_cut_by_age_only_when_due() -> None:
     assert ranges(list(ln.ready)) == [(0, 0, 1)]
 
 
+def test_partitions_opened_together_are_not_all_sealed_together() -> None:
+    policy = BatchPolicy(10_000, 10_000_000, linger_s=1.0)
+    lanes = [Lane(("t", p), policy, overhead=20, replay=[]) for p in range(8)]
+    for ln in lanes:
+        ln.add(0, b"{}", None, now=0.0)
+    seal_times = []
+    for ln in lanes:
+        due_in = ln.due_in(0.0)
+        assert due_in is not None and 0.8 <= due_in <= 1.0  # never later than the linger
+        ln.seal_if_due(due_in - 0.001)
+        assert not ln.ready
+        ln.seal_if_due(due_in)
+        assert len(ln.ready) == 1
+        seal_times.append(due_in)
+    gaps = [b - a for a, b in zip(sorted(seal_times), sorted(seal_times)[1:], strict=False)]
+    assert min(gaps) > 0.01, seal_times
+
+
 def test_skipped_records_extend_the_batch_range_without_items() -> None:
     ln = lane(max_items=2)
     ln.add(0, None, None, 0.0)

@@ -231,3 +231,22 @@ def test_profiles_import_batch_items_are_the_fields() -> None:
     _, answer = _post(state, IMPORT, body)
     assert [r["error"] for r in answer["result"]] == [0, 400]
     assert state.engagements.total == 0
+
+
+def test_latency_is_measured_for_acknowledged_requests_only() -> None:
+    import dataclasses
+    import time
+
+    cfg = dataclasses.replace(CFG, latency_field="produced_ms")
+    state = _state()
+    sent = int(time.time() * 1000) - 300
+    items = [{"data": {"email": f"p{i}@example.com"}, "produced_ms": sent} for i in range(3)]
+    refused = ApiRequest(BATCH, orjson.dumps({"token": "wrong", "workflow_id": 12, "data": items}), "application/json")
+    assert handle_api(state, cfg, FaultConfig(), refused, 0.0).status != 200
+    assert state.latency_stats() is None
+    ok = ApiRequest(BATCH, orjson.dumps({"token": "tok", "workflow_id": 12, "data": items}), "application/json",
+                    request_id="r1")  # fmt: skip
+    assert handle_api(state, cfg, FaultConfig(), ok, 0.0).status == 200
+    handle_api(state, cfg, FaultConfig(), ok, 0.0)  # a duplicate is answered from memory, not measured again
+    stats = state.latency_stats()
+    assert stats is not None and stats["count"] == 3 and 300 <= stats["p50_ms"] < 10_000
