@@ -48,16 +48,20 @@ class BodyShape:
         item costs 4 KiB of memory. Each item is therefore copied once into an object of its own size
         (one join, which is also faster than serializing the wrapper dict).
         """
-        if not self.wrap_items:
-            return _right_sized(orjson.dumps(mapped.fields))
-        if not mapped.content and not mapped.custom_data:
-            return b"".join((_DATA_HEAD, orjson.dumps(mapped.fields), b"}"))
+        if not self.wrap_items or (not mapped.content and not mapped.custom_data):
+            return self.fields_item(mapped.fields)
         wrapper: dict[str, Any] = {"data": mapped.fields}
         if mapped.content:
             wrapper["content"] = mapped.content
         if mapped.custom_data:
             wrapper["custom_data"] = mapped.custom_data
         return _right_sized(orjson.dumps(wrapper))
+
+    def fields_item(self, fields: dict[str, Any]) -> bytes:
+        """:meth:`item` for an item of profile fields only."""
+        if self.wrap_items:
+            return b"".join((_DATA_HEAD, orjson.dumps(fields), b"}"))
+        return _right_sized(orjson.dumps(fields))
 
     def body(self, items: list[bytes]) -> bytes:
         return b"".join((self.prefix, b",".join(items), self.suffix))
