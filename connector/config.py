@@ -166,7 +166,8 @@ class BatchingSettings(_Frozen):
     max_items: int = Field(default=10_000, ge=1, le=10_000)
     # Most bytes in one request body as sent; must not exceed altcraft.max_body_bytes.
     max_bytes: int = Field(default=9_000_000, ge=1_000, le=1_000_000_000)
-    # Longest time a batch stays open after its first record, in seconds.
+    # Longest time a batch stays open after its first record, in seconds (each partition uses a fixed
+    # fraction of it from 80% to 100%: see BatchPolicy.linger_of).
     linger_s: float = Field(default=1.0, ge=0, le=300)
     # Estimated memory of the records held in batches (open, waiting, in flight) above which every
     # partition holding some is paused; bounds the process's memory whatever the backlog.

@@ -60,6 +60,13 @@ def main() -> int:
     ap.add_argument("--out", default="bench-results.json", help="where to write the JSON results")
     ap.add_argument("--latency-rate", type=int, default=20_000, help="events/s of the latency run (0: skip)")
     ap.add_argument("--latency-seconds", type=float, default=15.0)
+    ap.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=60.0,
+        help="how long the connector runs on the whole backlog against a slow API (0: skip)",
+    )
+    ap.add_argument("--slow-latency", type=float, default=0.5, help="seconds the API takes per request then")
     args = ap.parse_args()
 
     broker = None
@@ -109,6 +116,10 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
                     measure_connector(bootstrap, avro_topic, f"avro-{tag}-{rep}", args.events, url, Path(tmp),
                                       registry_url=registry.url)
                 )  # fmt: skip
+            slow = None
+            if args.slow_seconds > 0:
+                log(f"memory on the whole backlog for {args.slow_seconds:.0f} s, {args.slow_latency} s per request")
+                slow = measure_slow_api(bootstrap, topic, f"slow-{tag}", url, Path(tmp), args)
             latency = None
             if args.latency_rate > 0:
                 log(f"latency at a steady {args.latency_rate} events/s")
@@ -129,10 +140,11 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
         "median": summary,
         "ratios": ratios,
         "latency": latency,
+        "slow_api": slow,
         "runs": runs,
     }
     Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print_table(summary, ratios, latency, args)
+    print_table(summary, ratios, latency, slow, args)
     return 0
 
 
@@ -212,10 +224,18 @@ def figures(events: int, elapsed: float, usage: Any, peak_rss_mb: float) -> dict
 
 def vm_hwm_mb(pid: int) -> float:
     """A process's peak resident memory since its exec (VmHWM), read while it is alive."""
+    return proc_status_mb(pid, "VmHWM:")
+
+
+def vm_rss_mb(pid: int) -> float:
+    return proc_status_mb(pid, "VmRSS:")
+
+
+def proc_status_mb(pid: int, key: str) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -258,6 +278,11 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def resolved(metrics: dict[str, float]) -> float:
+    """Records the connector is done with: engaged, skipped or dead-lettered."""
+    return sum(metrics.get(f"altcraft_connector_records_{k}_total", 0) for k in ("engaged", "skipped", "dead_lettered"))
+
+
 def free_port() -> int:
     import socket
 
@@ -298,9 +323,7 @@ def measure_connector(
             now = time.monotonic()
             if first is None and m.get("altcraft_connector_records_consumed_total", 0) > 0:
                 first = now
-            resolved = sum(m.get(f"altcraft_connector_records_{k}_total", 0) for k in ("engaged", "skipped",
-                                                                                       "dead_lettered"))  # fmt: skip
-            if resolved >= events:
+            if resolved(m) >= events:
                 done_at = now
                 break
             time.sleep(0.05)
@@ -312,6 +335,33 @@ def measure_connector(
     if first is None or done_at is None:
         raise RuntimeError(f"the connector did not finish (exit {code}); see {workdir / group}.log")
     return figures(events, done_at - first, usage, peak)
+
+
+def measure_slow_api(
+    bootstrap: str, topic: str, group: str, url: str, workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The connector on the whole backlog while every API request takes ``--slow-latency`` seconds:
+    its resident memory sampled twice a second, which must level off rather than grow with the backlog."""
+    port = free_port()
+    httpx.post(f"{url}/_emulator/faults", json={"latency_s": args.slow_latency}, timeout=10).raise_for_status()
+    proc = start_connector(connector_config(bootstrap, topic, group, url, port), workdir, group)
+    samples: list[tuple[float, float]] = []
+    try:
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < args.slow_seconds and proc.poll() is None:
+            samples.append((elapsed, vm_rss_mb(proc.pid)))
+            time.sleep(0.5)
+        done = resolved(scrape(port))
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        wait_child(proc, 120)
+        httpx.post(f"{url}/_emulator/faults", json={"clear": True}, timeout=10)
+    peak = max(rss for _, rss in samples)
+    quarters = {f"rss_mb_at_{q}pct": next(rss for t, rss in samples if t >= q / 100 * samples[-1][0])
+                for q in (25, 50, 75, 100)}  # fmt: skip
+    return {"seconds": args.slow_seconds, "request_latency_s": args.slow_latency, "events_resolved": done,
+            "peak_rss_mb": peak, **quarters}  # fmt: skip
 
 
 def measure_latency(bootstrap: str, url: str, args: argparse.Namespace, workdir: Path, tag: str) -> dict[str, Any]:
@@ -350,9 +400,7 @@ def measure_latency(bootstrap: str, url: str, args: argparse.Namespace, workdir:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             m = scrape(port)
-            resolved = sum(m.get(f"altcraft_connector_records_{k}_total", 0) for k in ("engaged", "skipped",
-                                                                                       "dead_lettered"))  # fmt: skip
-            if resolved >= total:
+            if resolved(m) >= total:
                 break
             time.sleep(0.2)
         inside = {name: histogram_quantiles(port, name) for name in (
@@ -426,7 +474,9 @@ def medians(rs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rs) for k in rs[0]}
 
 
-def print_table(summary: dict[str, dict[str, float]], ratios: dict[str, float], latency: Any, args: Any) -> None:
+def print_table(
+    summary: dict[str, dict[str, float]], ratios: dict[str, float], latency: Any, slow: Any, args: Any
+) -> None:
     print()
     print(f"{args.events} events over {args.partitions} partitions, medians of {args.reps} repetitions")
     print(f"{'':12} {'events/s':>12} {'CPU s / M events':>18} {'peak RSS MB':>12}")
@@ -438,6 +488,10 @@ def print_table(summary: dict[str, dict[str, float]], ratios: dict[str, float], 
     if latency:
         p50, p99 = latency.get("p50_ms", float("nan")), latency.get("p99_ms", float("nan"))
         print(f"end-to-end latency at {latency['rate_achieved']:,.0f} events/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    if slow:
+        print(f"whole backlog, {slow['request_latency_s']} s per request, {slow['seconds']:.0f} s: peak RSS "
+              f"{slow['peak_rss_mb']:.0f} MB; at 25/50/75/100% of the time "
+              + "/".join(f"{slow[f'rss_mb_at_{q}pct']:.0f}" for q in (25, 50, 75, 100)) + " MB")  # fmt: skip
     print(f"results written to {args.out}")
 
 

@@ -15,7 +15,8 @@ def test_benchmark_runs_every_part_and_reports_them(kafka: Any, tmp_path: Path) 
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, "-m", "tests.benchmark", "--events", "6000", "--partitions", "4", "--reps", "1",
-         "--latency-rate", "2000", "--latency-seconds", "2", "--bootstrap", kafka.bootstrap, "--out", str(out)],
+         "--latency-rate", "2000", "--latency-seconds", "2", "--slow-seconds", "4", "--slow-latency", "0.2",
+         "--bootstrap", kafka.bootstrap, "--out", str(out)],
         capture_output=True, text=True, timeout=400, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -25,4 +26,6 @@ def test_benchmark_runs_every_part_and_reports_them(kafka: Any, tmp_path: Path) 
         assert figures["events_per_s"] > 0 and figures["cpu_s_per_million"] > 0 and figures["peak_rss_mb"] > 0
     assert result["ratios"]["connector_to_floor"] > 0
     assert result["latency"]["count"] > 0 and result["latency"]["p99_ms"] >= result["latency"]["p50_ms"]
+    slow = result["slow_api"]
+    assert slow["events_resolved"] > 0 and slow["peak_rss_mb"] >= slow["rss_mb_at_100pct"] > 0
     assert "connector / floor" in done.stdout
