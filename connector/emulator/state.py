@@ -57,7 +57,7 @@ class EmulatorState:
         # Usage counted against the quotas since they were last set.
         self.quota_profiles_used = 0
         self.quota_requests_used = 0
-        # Produce-to-arrival latencies in ms (see EmulatorConfig.latency_field), the most recent ones.
+        # Produced-to-acknowledged latencies in ms (see EmulatorConfig.latency_field), the most recent ones.
         self.latencies_ms: deque[int] = deque(maxlen=2_000_000)
 
     def record(

@@ -66,7 +66,7 @@ def main() -> int:
         default=60.0,
         help="how long the connector runs on the whole backlog against a slow API (0: skip)",
     )
-    ap.add_argument("--slow-latency", type=float, default=0.5, help="seconds the API takes per request then")
+    ap.add_argument("--slow-latency", type=float, default=3.0, help="seconds the API takes per request then")
     args = ap.parse_args()
 
     broker = None
@@ -374,7 +374,8 @@ def measure_slow_api(
 
 
 def measure_latency(bootstrap: str, url: str, args: argparse.Namespace, workdir: Path, tag: str) -> dict[str, Any]:
-    """Produce at a steady rate with the production time in each row; the emulator measures on arrival."""
+    """Produce at a steady rate with the production time in each row; the emulator measures when it has
+    executed and answered the request carrying it (produced -> acknowledged)."""
     topic = f"bench-latency-{tag}"
     create_topic(bootstrap, topic, args.partitions)
     reset_emulator(url)
