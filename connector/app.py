@@ -40,7 +40,7 @@ from connector.errors import TransientError
 from connector.health import HealthServer, HealthState
 from connector.metrics import Metrics
 from connector.models import SendOutcome, TopicPartitionKey
-from connector.routing import Route
+from connector.routing import Route, Unsent
 from connector.sink.client import Abandoned, AltcraftClient, SendJob
 from connector.sink.halt import BREAKER_REASON, HaltState
 from connector.sink.request import request_id
@@ -228,10 +228,10 @@ class Connector:
                 consumed = 0
                 continue
             consumed += 1
-            item = prepared.item
-            if item is not None:
-                lane.add(msg.offset() or 0, item, msg, now, len(item) + len(value or b"") + RECORD_OVERHEAD)
+            if type(prepared) is bytes:
+                lane.add(msg.offset() or 0, prepared, msg, now, len(prepared) + len(value or b"") + RECORD_OVERHEAD)
                 continue
+            assert isinstance(prepared, Unsent)
             batch = lane.add(msg.offset() or 0, None, msg, now)
             if prepared.skip is not None:
                 counts[("skipped", route.name, prepared.skip)] += 1

@@ -29,16 +29,7 @@ class BatchPolicy:
     max_bytes: int
     linger_s: float
 
-    def fits(self, batch: Batch, item_len: int) -> bool:
-        if not batch.items:
-            return True
-        return len(batch.items) < self.max_items and batch.size + item_len + 1 <= self.max_bytes
-
-    def fits_alone(self, overhead: int, item_len: int) -> bool:
-        return overhead + item_len <= self.max_bytes
-
-    def full(self, batch: Batch) -> bool:
-        return len(batch.items) >= self.max_items
+    # Lane.add applies the count and byte limits itself (once per record, without a call).
 
     def linger_of(self, partition: int) -> float:
         """The linger of one partition's batches: from 80% to 100% of ``linger_s``, spread over partitions.
@@ -124,16 +115,29 @@ class Lane:
                 replay.popleft()
                 self.seal()
             return batch
+        # A batch is cut before an item that would take it past max_items or max_bytes (as sent, with
+        # the commas), and sealed as soon as it holds max_items.
+        policy = self.policy
         current = self.open
-        if current is not None and item is not None and not self.policy.fits(current, len(item)):
+        if (
+            current is not None
+            and item is not None
+            and current.items
+            and (len(current.items) >= policy.max_items or current.size + len(item) + 1 > policy.max_bytes)
+        ):
             self.seal()
             current = None
         if current is None:
             current = self.open = Batch(self.tp, offset, offset, now, self.overhead)
-        self._append(current, offset, item, source)
+        current.last = offset
         current.held += weight
-        if self.policy.full(current):
-            self.seal()
+        if item is not None:
+            items = current.items
+            current.size += len(item) + 1 if items else len(item)
+            items.append(item)
+            current.sources.append(source)
+            if len(items) >= policy.max_items:
+                self.seal()
         return current
 
     @staticmethod

@@ -1,7 +1,7 @@
 """One record's way through its route: decode, apply the op policy, map, serialize. Pure.
 
-The outcome says what the loop does with the record: send the item, skip it (counted), or
-dead-letter it with a reason.
+The outcome says what the loop does with the record: send the item (its bytes, the common case, with no
+wrapper object), or skip it (counted) or dead-letter it with a reason (:class:`Unsent`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from connector.mapping import Mapper
 from connector.sink.request import BodyShape, body_shape
 
 
-@dataclass(slots=True)  # not frozen: made once per record, and a frozen __init__ costs four times more
-class Prepared:
-    """Exactly one of: ``item`` to send, ``skip`` reason, or ``dead`` reason."""
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs four times more
+class Unsent:
+    """A record that becomes no item: exactly one of ``skip`` (a counted reason) or ``dead``."""
 
-    item: bytes | None = None
     skip: str | None = None
     dead: Reason | None = None
 
@@ -44,14 +43,14 @@ class Route:
         ops = settings.ops
         self._ops: dict[str, OpAction] = {"c": ops.c, "r": ops.r, "u": ops.u, "d": ops.d, "tombstone": ops.tombstone}
 
-    def prepare(self, value: bytes | None) -> Prepared:
+    def prepare(self, value: bytes | None) -> bytes | Unsent:
         try:
             event = self.decode(value)
             action = self._ops.get(event.op)
             if action is None:  # truncate, message: nothing about one profile
-                return Prepared(skip=f"op_{event.op}")
+                return Unsent(skip=f"op_{event.op}")
             if action is OpAction.SKIP:
-                return Prepared(skip="tombstone" if event.op == "tombstone" else f"op_{event.op}")
+                return Unsent(skip="tombstone" if event.op == "tombstone" else f"op_{event.op}")
             if action is OpAction.DEAD_LETTER:
                 raise _OpRefused(f"op {event.op!r} is configured to be dead-lettered")
             if event.row is None:
@@ -64,11 +63,11 @@ class Route:
                 raise RecordTooLarge(
                     f"the item is {len(item)} bytes; with the request envelope it exceeds the body limit"
                 )
-            return Prepared(item=item)
+            return item
         except RecordError as exc:
-            return Prepared(dead=Reason(exc.stage, type(exc).__name__, str(exc)))
+            return Unsent(dead=Reason(exc.stage, type(exc).__name__, str(exc)))
         except (TypeError, ValueError) as exc:  # e.g. a value orjson cannot serialize
-            return Prepared(dead=Reason("map", type(exc).__name__, str(exc)))
+            return Unsent(dead=Reason("map", type(exc).__name__, str(exc)))
 
 
 class _OpRefused(MappingError):

@@ -15,18 +15,18 @@ TOMBSTONE = ChangeEvent("tombstone", None)
 _EPOCH = dt.date(1970, 1, 1)
 
 
-def _parse(value: bytes) -> Any:
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"not valid JSON: {exc}") from None
+def _not_json(exc: orjson.JSONDecodeError) -> DecodeError:
+    return DecodeError(f"not valid JSON: {exc}")
 
 
 def decode_plain_json(value: bytes | None) -> ChangeEvent:
     """A JSON object holding the profile row (``__op``/``__deleted`` honoured when present)."""
     if value is None:
         return TOMBSTONE
-    doc = _parse(value)
+    try:
+        doc = orjson.loads(value)  # inline rather than in a helper: this runs once per record
+    except orjson.JSONDecodeError as exc:
+        raise _not_json(exc) from None
     if type(doc) is not dict:
         raise DecodeError(f"expected a JSON object, got {type(doc).__name__}")
     return from_flat(doc, default_op="u")
@@ -36,7 +36,10 @@ def decode_debezium_json(value: bytes | None) -> ChangeEvent:
     """Debezium's JSON converter output, schemas enabled or not, envelope or flattened."""
     if value is None:
         return TOMBSTONE
-    doc = _parse(value)
+    try:
+        doc = orjson.loads(value)  # inline rather than in a helper: this runs once per record
+    except orjson.JSONDecodeError as exc:
+        raise _not_json(exc) from None
     if type(doc) is not dict:
         raise DecodeError(f"expected a JSON object, got {type(doc).__name__}")
     schema = None
