@@ -577,6 +577,7 @@ def tune_gc() -> None:
     """
     import gc
 
+    gc.collect()  # what start-up left behind, before the rest is frozen
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)

@@ -235,7 +235,9 @@ def _batch_call(config: EmulatorConfig, prepared: Prepared, rid: str | None) -> 
 
 def _measure_latency(state: EmulatorState, field: str, body: bytes) -> None:
     """Record, per item carrying ``field`` (Unix ms when produced), how long ago that was: called once
-    the request is executed and its answer is ready, so it measures produced -> acknowledged."""
+    the request is executed and its answer is ready, so it measures produced -> acknowledged. Meant for
+    benchmarks without faults: an answer lost to an injected reset and later replayed as a duplicate
+    is not measured."""
     now_ms = int(time.time() * 1000)
     pattern = re.compile(b'"' + re.escape(field.encode()) + rb'":(\d+)')
     state.latencies_ms.extend(now_ms - int(m) for m in pattern.findall(body))

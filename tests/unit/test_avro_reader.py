@@ -384,3 +384,17 @@ def test_a_huge_block_of_empty_items_is_refused_not_looped() -> None:
     payload = bytes([0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F])  # 2**62 - 1 items
     with pytest.raises(Exception, match="empty items"):
         read(payload, 0)
+
+
+def test_deeply_nested_arrays_of_longs_are_read() -> None:
+    """Ten arrays deep, with longs of every width at the bottom: the generated reader stays within
+    Python's limit on nested blocks."""
+    leaf: Any = {"type": "array", "items": "long"}
+    value: Any = [0, 63, -64, 64, 8191, -8193, 2**40, -(2**63), 2**63 - 1]
+    for _ in range(9):
+        leaf = {"type": "array", "items": leaf}
+        value = [value, []]
+    schema = {"type": "record", "name": "Deep", "fields": [{"name": "a", "type": leaf}]}
+    data = write(schema, {"a": value})
+    got, end = compile_reader(fastavro.parse_schema(schema))(data, 0)
+    assert got == {"a": value} and end == len(data)
