@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from connector.app import Connector
 from connector.config import Settings
 from connector.demo_data import DEMO_FIELDS, generate
+from connector.emulator import process as emulator_process
 
 TOPIC = "shop.public.customers"
 DLQ_TOPIC = "altcraft-connector-dlq"
@@ -69,37 +67,12 @@ def run_demo(events: int, seed: int, partitions: int = PARTITIONS) -> int:
         )
         return _run_and_report(settings, url, events, stream.outcomes, bootstrap)
     finally:
-        _stop(emulator)
+        emulator_process.stop(emulator)
         del holder
 
 
 def _start_emulator() -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "connector.cli", "emulator", "--port", "0", "--token", TOKEN, "--workflow",
-           str(WORKFLOW), "--seed", "1"]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("EMULATOR_URL="):
-            threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain
-            return proc, line.strip().split("=", 1)[1]
-    _stop(proc)
-    raise RuntimeError("the emulator did not start")
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    return emulator_process.spawn(["--token", TOKEN, "--workflow", str(WORKFLOW), "--seed", "1"])
 
 
 def _produce(bootstrap: str, events: list[Any], partitions: int) -> None:

@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connector.decode.avro import encode
 from connector.demo_data import DEMO_FIELDS, generate
+from connector.emulator import process as emulator_process
 from connector.schema_registry.samples import CUSTOMER_ENVELOPE, CUSTOMER_SUBJECT, customer_change, load_schema
 from connector.schema_registry.server import RegistryServer
 
@@ -81,7 +81,7 @@ def main() -> int:
     try:
         return run(args, bootstrap, url)
     finally:
-        stop(emulator)
+        emulator_process.stop(emulator)
         if broker is not None:
             broker.close()
 
@@ -164,27 +164,8 @@ def log(text: str) -> None:
 
 
 def start_emulator(latency: bool) -> tuple[subprocess.Popen[str], str]:
-    cmd = [PY, "-m", "connector.cli", "emulator", "--port", "0", "--token", TOKEN, "--workflow", str(WORKFLOW)]
-    if latency:
-        cmd += ["--latency-field", "bench_produced_ms"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("EMULATOR_URL="):
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, line.strip().split("=", 1)[1]
-    stop(proc)
-    raise RuntimeError("the emulator did not start")
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(20)
+    args = ["--token", TOKEN, "--workflow", str(WORKFLOW)]
+    return emulator_process.spawn([*args, "--latency-field", "bench_produced_ms"] if latency else args)
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:

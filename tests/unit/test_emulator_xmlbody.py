@@ -7,7 +7,9 @@ import pytest
 from connector.emulator.xmlbody import XmlBodyError, parse_xml, render_xml
 from tests.seed_examples import SEED_BATCH_CUSTOM_XML
 
-SEED_IMPORT_BATCH = b"""<xml>
+# The seed page's import batch (tests.seed_examples.SEED_IMPORT_BATCH_XML) cut to one <data>, which
+# then stays an object rather than becoming a list.
+ONE_ITEM_IMPORT_BATCH = b"""<xml>
 <token>abcdefghijklmnqrstuvwxyz</token>
 <db_id>1</db_id>
 <matching>custom</matching>
@@ -57,7 +59,7 @@ def test_seed_custom_matching_example() -> None:
 
 
 def test_array_attribute_numbers_booleans_and_repeats() -> None:
-    body = parse_xml(SEED_IMPORT_BATCH)
+    body = parse_xml(ONE_ITEM_IMPORT_BATCH)
     assert body["db_id"] == 1
     assert body["skip_triggers"] is True
     item = body["data"]  # a single <data> without array='true' stays an object
