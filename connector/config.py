@@ -144,6 +144,11 @@ class AltcraftSettings(_Frozen):
     max_requests_per_s: float | None = Field(default=None, gt=0, le=100_000)
     # Optional ceiling on profiles per second (all routes together); null: none.
     max_profiles_per_s: float | None = Field(default=None, gt=0, le=10_000_000)
+    # PEM file of a private CA trusted in addition to the system's (an https base_url behind it).
+    ca_file: Path | None = None
+    # Text mixed into every Request-ID. Changing it makes every batch a new request for Altcraft's
+    # deduplication: the way out of a halt that cannot clear by itself (and of a deliberate re-run).
+    request_id_epoch: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
 
     @field_validator("base_url")
     @classmethod
