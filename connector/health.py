@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -48,13 +49,55 @@ class HealthState:
         return True, "ok"
 
 
+# A scrape or probe that has not sent its request line within this many seconds is disconnected.
+CLIENT_TIMEOUT_S = 5.0
+# Connections served at once; more are closed at once (probes and a scraper need a handful).
+MAX_CONNECTIONS = 16
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``MAX_CONNECTIONS`` of them: an idle or slow client costs a
+    thread for at most ``CLIENT_TIMEOUT_S``, and a flood of them cannot grow the thread count."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], limit: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.debug("health http: %d connections open, refusing %s", MAX_CONNECTIONS, client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class HealthServer:
     """Serves the registry and the health state on one port, in a daemon thread."""
 
-    def __init__(self, host: str, port: int, state: HealthState, registry: CollectorRegistry) -> None:
-        handler = _handler(state, registry)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        state: HealthState,
+        registry: CollectorRegistry,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        client_timeout_s: float = CLIENT_TIMEOUT_S,
+    ) -> None:
+        handler = _handler(state, registry, client_timeout_s)
+        self._server = _BoundedServer((host, port), handler, max_connections)
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
 
     @property
@@ -69,8 +112,10 @@ class HealthServer:
         self._server.server_close()
 
 
-def _handler(state: HealthState, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _handler(state: HealthState, registry: CollectorRegistry, timeout_s: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = timeout_s  # socket timeout: an idle or slow client is disconnected
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
