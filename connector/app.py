@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -55,6 +56,7 @@ BACKLOG_PAUSE = 2  # sealed batches waiting in one partition before it is paused
 HOLD_S = 2.0  # pause of a partition whose next record hit a transient fault
 RECORD_OVERHEAD = 400  # bytes a held record costs beyond its value and item (Message object, list slots)
 HALT_LOG_EVERY_S = 60.0
+SEND_FAULT_PAUSE_S = 5.0  # wait before resending a batch whose sender failed unexpectedly
 
 
 @dataclass(slots=True, eq=False)
@@ -116,9 +118,11 @@ class Connector:
         self._commit_backoff_until = 0.0
         self._counts: Counter[tuple[str, ...]] = Counter()  # per-turn metric increments
         self._held_until: dict[TopicPartitionKey, float] = {}
+        self._send_paused_until: dict[TopicPartitionKey, float] = {}  # after a sender's own fault
         dl = settings.dead_letter
         self._breaker = Breaker(dl.breaker_window, dl.breaker_max_share, dl.breaker_max_consecutive)
         self._last_halt_log = 0.0
+        self._stop_deadline: float | None = None  # set once, when the stop request is first seen
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,6 +133,16 @@ class Connector:
     def request_stop(self) -> None:
         """Safe from a signal handler: only sets a flag."""
         self._stop_requested.set()
+
+    def _drain_deadline(self) -> float:
+        """The one drain budget of the shutdown: ``drain_timeout_s`` from the moment the stop request
+        was first seen, whichever phase sees it (the loop, a revoke's drain, the shutdown itself).
+        Before a stop request, a revoke gets a budget of its own."""
+        if not self._stop_requested.is_set():
+            return self._clock() + self.settings.shutdown.drain_timeout_s
+        if self._stop_deadline is None:
+            self._stop_deadline = self._clock() + self.settings.shutdown.drain_timeout_s
+        return self._stop_deadline
 
     def run(self) -> int:
         if self._health_server is not None:
@@ -281,8 +295,13 @@ class Connector:
                 continue  # revoked or lost meanwhile
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, Abandoned):
-                    log.error("sending batch %s failed unexpectedly; it will be sent again", batch.key_range,
+                    # Not a decision of the classifier: a fault of the sender itself. The batch is sent
+                    # again with the same Request-ID, after a pause so that a fault that repeats does not
+                    # spin (and is logged once a pause).
+                    log.error("%s[%d]: sending batch %s failed unexpectedly; it will be sent again in %.0f s",
+                              batch.tp[0], batch.tp[1], batch.key_range, SEND_FAULT_PAUSE_S,
                               exc_info=outcome)  # fmt: skip
+                    self._send_paused_until[batch.tp] = self._clock() + SEND_FAULT_PAUSE_S
                 lane.inflight = None
                 lane.ready.appendleft(batch)
                 continue
@@ -323,7 +342,13 @@ class Connector:
             return  # halted: the in-flight senders probe; nothing new goes out
         capacity = self.settings.altcraft.max_in_flight - len(self._inflight)
         planned: list[tuple[Lane, Batch]] = []
+        now = self._clock()
+        for tp, until in list(self._send_paused_until.items()):
+            if until <= now or tp not in self._lanes:
+                del self._send_paused_until[tp]
         for lane in self._lanes.values():
+            if lane.tp in self._send_paused_until:
+                continue
             batch = lane.next_to_send()
             if batch is None:
                 continue
@@ -475,12 +500,13 @@ class Connector:
 
     def _on_revoke(self, tps: list[TopicPartitionKey]) -> None:
         """Finish the revoked partitions' requests within the drain deadline, commit, then let go."""
-        deadline = self._clock() + self.settings.shutdown.drain_timeout_s
+        deadline = self._drain_deadline()
         mine = [tp for tp in tps if tp in self._lanes]
         while self._clock() < deadline and any(self._busy(self._lanes[tp]) for tp in mine):
             self._dlq.poll()
             self._collect_results()
             time.sleep(0.01)
+            deadline = min(deadline, self._drain_deadline())  # a SIGTERM meanwhile shortens the drain
         self._commit_progress(self._clock(), force=True)
         self._drop(mine, cancel=True)
 
@@ -506,7 +532,7 @@ class Connector:
         src = self._source
         assert src is not None
         self.health.stopping = True
-        deadline = self._clock() + self.settings.shutdown.drain_timeout_s
+        deadline = self._drain_deadline()
         src.pause(list(self._lanes))
         for lane in self._lanes.values():
             if lane.open is not None and lane.open.replayed:
@@ -533,11 +559,25 @@ class Connector:
         if unfinished:
             log.warning("stopped with unfinished batches in %s; the next owner resends them with the same "
                         "Request-IDs", sorted(unfinished))  # fmt: skip
+        # Everything that could be committed is: forget the partitions, so that leaving the group does
+        # not start a second drain in the revoke callback (one budget for the whole shutdown).
+        self._drop(list(self._lanes), cancel=True)
         src.close()
         self._senders.shutdown(wait=False, cancel_futures=True)
         self._client.close()
         log.info("stopped")
         return 0
+
+    def senders_busy(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the sender threads to end; True if some are still inside a request.
+
+        A sender blocked in an HTTP request (an API that accepts and never answers) only notices the
+        stop at the request's timeout; the process must not wait for it past its drain budget.
+        """
+        deadline = time.monotonic() + timeout_s
+        for thread in list(getattr(self._senders, "_threads", ())):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return any(t.is_alive() for t in getattr(self._senders, "_threads", ()))
 
 
 def limit_malloc_arenas() -> None:
@@ -561,6 +601,7 @@ def limit_malloc_arenas() -> None:
 
 
 GC_YOUNG_THRESHOLD = 20_000
+SENDER_JOIN_S = 2.0  # how long the exit waits for sender threads still inside a request
 
 
 def tune_gc() -> None:
@@ -599,4 +640,11 @@ def run_forever(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return connector.run()
+    code = connector.run()
+    if connector.senders_busy(SENDER_JOIN_S):
+        # The interpreter would wait for them at exit (executor threads are joined); their batches are
+        # uncommitted and are resent under the same Request-IDs by the next owner.
+        log.warning("exiting with requests still in flight; their batches are replayed by the next owner")
+        logging.shutdown()
+        os._exit(code)
+    return code

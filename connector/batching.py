@@ -184,7 +184,7 @@ class Lane:
         assert self.ready and self.ready[0] is batch and self.inflight is None
         self.ready.popleft()
         self.inflight = batch
-        if batch.items:
+        if batch.items and batch not in self.sent:  # a batch sent again after a failure is listed once
             self.sent.append(batch)
 
     def finish(self, batch: Batch) -> None:

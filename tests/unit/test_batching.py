@@ -112,3 +112,18 @@ def test_metadata_round_trips_the_ranges_of_sent_batches() -> None:
     ln.forget_resolved(2)
     assert parse_metadata(ln.metadata()) == []
     assert parse_metadata("some other tool's metadata") == []
+
+
+def test_a_batch_sent_again_after_a_sender_fault_is_recorded_once_in_the_metadata() -> None:
+    ln = lane(max_items=2)
+    for off in range(2):
+        ln.add(off, b"{}", None, now=0.0)
+    batch = ln.next_to_send()
+    assert batch is not None
+    for _ in range(50):  # the sender fails; the loop puts the batch back and sends it again
+        ln.start(batch)
+        ln.inflight = None
+        ln.ready.appendleft(batch)
+    ln.start(batch)
+    assert ln.metadata() == "akc1:0-1"
+    assert parse_metadata(ln.metadata()) == [(0, 1)]
