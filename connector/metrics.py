@@ -66,6 +66,10 @@ class Metrics:
         self.dlq_stalled = Gauge(
             p + "dead_letter_stalled", "1 while dead letters cannot be written (partitions stall).", registry=registry
         )
+        self.tls_errors = Counter(
+            p + "tls_errors", "TLS handshakes with Altcraft that failed, by reason (sink.tls.REASONS).", ["reason"],
+            registry=registry,
+        )  # fmt: skip
         self.last_progress = Gauge(
             p + "last_progress_timestamp_seconds", "Unix time of the last commit that moved an offset.",
             registry=registry,
