@@ -33,6 +33,7 @@ from connector.sink.classify import (
 )
 from connector.sink.halt import BREAKER_REASON, HaltState
 from connector.sink.request import ENDPOINTS, TASK_STATUS, BodyShape, sub_request_id
+from connector.sink.tls import TlsGuard, ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,9 @@ class AltcraftClient:
             timeout=httpx.Timeout(settings.request_timeout_s),
             limits=limits,
             transport=transport,
+            verify=ssl_context(settings.ca_file),
         )
+        self._tls = TlsGuard(settings.base_url, metrics, halt)
 
     def close(self) -> None:
         self._http.close()
@@ -230,8 +233,10 @@ class AltcraftClient:
         except httpx.TransportError as exc:
             self._metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
             log.debug("transport failure on %s: %s", endpoint, type(exc).__name__)
+            self._tls.failed(exc)
             return None, None, None
         self._metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
+        self._tls.answered()
         if response.headers.get("Duplicate-Request", response.headers.get("X-Duplicate-Request", "")).lower() == "true":
             counts.duplicates += 1
             self._metrics.duplicates.labels(endpoint).inc()
