@@ -39,10 +39,32 @@ def _get(row: dict[str, Any], path: Path) -> Any:
     return None if node == UNAVAILABLE else node
 
 
-def _strip_nested(value: Any) -> Any:
+# The JSON writer refuses objects nested deeper than this, so no deeper value could ever be sent; the
+# bound also keeps the recursion below well inside Python's stack.
+MAX_DEPTH = 254
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _strip_nested(value: Any, depth: int = 1) -> Any:
     if type(value) is dict:
-        return {k: _strip_nested(v) for k, v in value.items() if v != UNAVAILABLE}
+        if depth > MAX_DEPTH:
+            raise _TooDeep
+        return {k: _strip_nested(v, depth + 1) for k, v in value.items() if v != UNAVAILABLE}
     return value
+
+
+def _too_deep(row: dict[str, Any], consumed: set[str]) -> MappingError:
+    for k, v in row.items():
+        if k in consumed:
+            continue
+        try:
+            _strip_nested(v)
+        except _TooDeep:
+            return MappingError(f"column {k!r} nests objects more than {MAX_DEPTH} levels deep")
+    return MappingError(f"a column nests objects more than {MAX_DEPTH} levels deep")
 
 
 @dataclass(slots=True)  # not frozen: made once per record, and a frozen __init__ costs four times more
@@ -96,7 +118,10 @@ class Mapper:
                 out[dst] = v
         if self._pass:
             consumed = self._consumed
-            rest = {k: _strip_nested(v) for k, v in row.items() if k not in consumed and v != UNAVAILABLE}
+            try:
+                rest = {k: _strip_nested(v) for k, v in row.items() if k not in consumed and v != UNAVAILABLE}
+            except _TooDeep:
+                raise _too_deep(row, consumed) from None
             rest.update(out)
             out = rest
         if self._constants:

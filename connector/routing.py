@@ -2,6 +2,13 @@
 
 The outcome says what the loop does with the record: send the item (its bytes, the common case, with no
 wrapper object), or skip it (counted) or dead-letter it with a reason (:class:`Unsent`).
+
+:meth:`Route.prepare` gives every record a verdict: whatever one record holds, it must not stop the
+partitions (a crash would only meet the same record again after the restart). The only exception it
+lets through is :class:`~connector.errors.TransientError`, a fault of the moment (the Schema Registry
+down) that the loop waits out. Known bad inputs raise a :class:`~connector.errors.RecordError` naming
+what is wrong; anything else is still dead-lettered, with the stage it happened in, and marked
+``unexpected`` so that the loop reports it loudly: it is a bug to fix here, not a bad record.
 """
 
 from __future__ import annotations
@@ -11,17 +18,22 @@ from dataclasses import dataclass
 from connector.config import OpAction, RouteSettings
 from connector.decode import Decoder, json_decoder
 from connector.dlq import Reason
-from connector.errors import MappingError, RecordError, RecordTooLarge
+from connector.errors import MappingError, RecordError, RecordTooLarge, TransientError
 from connector.mapping import Mapper
 from connector.sink.request import BodyShape, body_shape
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs four times more
 class Unsent:
-    """A record that becomes no item: exactly one of ``skip`` (a counted reason) or ``dead``."""
+    """A record that becomes no item: exactly one of ``skip`` (a counted reason) or ``dead``.
+
+    ``unexpected``: the record is dead because of an exception no stage raises on purpose (a bug in
+    the connector meeting an input nobody thought of); it deserves an error log, not only a dead letter.
+    """
 
     skip: str | None = None
     dead: Reason | None = None
+    unexpected: bool = False
 
 
 class Route:
@@ -44,8 +56,11 @@ class Route:
         self._ops: dict[str, OpAction] = {"c": ops.c, "r": ops.r, "u": ops.u, "d": ops.d, "tombstone": ops.tombstone}
 
     def prepare(self, value: bytes | None) -> bytes | Unsent:
+        """The item of one record, or why there is none. Raises only :class:`TransientError`."""
+        stage = "decode"  # where an unexpected exception happened (a RecordError carries its own stage)
         try:
             event = self.decode(value)
+            stage = "op"
             action = self._ops.get(event.op)
             if action is None:  # truncate, message: nothing about one profile
                 return Unsent(skip=f"op_{event.op}")
@@ -53,12 +68,22 @@ class Route:
                 return Unsent(skip="tombstone" if event.op == "tombstone" else f"op_{event.op}")
             if action is OpAction.DEAD_LETTER:
                 raise _OpRefused(f"op {event.op!r} is configured to be dead-lettered")
+            stage = "map"
             if event.row is None:
                 raise MappingError(f"op {event.op!r} carries no row")
             if self._fields_only:
-                item = self.shape.fields_item(self.mapper.fields(event.row))
+                fields = self.mapper.fields(event.row)
+                try:
+                    item = self.shape.fields_item(fields)
+                except TypeError as exc:  # orjson's JSONEncodeError: an int over 64 bits, too deep a nesting
+                    raise _unwritable(exc) from None
             else:
-                item = self.shape.item(self.mapper.map(event.row))
+                mapped = self.mapper.map(event.row)
+                try:
+                    item = self.shape.item(mapped)
+                except TypeError as exc:
+                    raise _unwritable(exc) from None
+            stage = "size"
             if len(item) > self._max_item:
                 raise RecordTooLarge(
                     f"the item is {len(item)} bytes; with the request envelope it exceeds the body limit"
@@ -66,10 +91,23 @@ class Route:
             return item
         except RecordError as exc:
             return Unsent(dead=Reason(exc.stage, type(exc).__name__, str(exc)))
-        except (TypeError, ValueError) as exc:  # e.g. a value orjson cannot serialize
-            return Unsent(dead=Reason("map", type(exc).__name__, str(exc)))
+        except TransientError:
+            raise  # the loop holds the partition and reads this record again later
+        except Exception as exc:  # the last resort: RecursionError, MemoryError, a bug meeting odd input
+            return Unsent(dead=Reason(stage, type(exc).__name__, _message(exc)), unexpected=True)
 
 
 class _OpRefused(MappingError):
     stage = "op"
 
+
+def _unwritable(exc: TypeError) -> MappingError:
+    return MappingError(f"the item cannot be written as JSON: {exc}")
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # a message that cannot even be rendered
+        text = ""
+    return text or f"{type(exc).__name__} without a message"

@@ -97,11 +97,14 @@ def _framing_problem(value: bytes) -> str:
 
 # ====================================================================================== runtime helpers
 
+_AT = "  # at "  # ends a generated line converting a value, before the value's path
 _ZIGZAG = tuple((n >> 1) ^ -(n & 1) for n in range(128))  # one-byte varints, decoded
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _EPOCH_UTC = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EPOCH_NAIVE = dt.datetime(1970, 1, 1)
-_MAX_ZERO_SIZE_ITEMS = 1_000_000  # items of an array of nulls (or empty records) in one block
+# Items of no bytes (nulls, empty records) in all the arrays and maps of one record: nothing else
+# bounds them, and arrays of arrays of nulls would multiply the counts of a few bytes into billions.
+_MAX_ZERO_SIZE_ITEMS = 1_000_000
 
 
 class _Truncated(Exception):
@@ -123,8 +126,29 @@ def _long(b: bytes, p: int) -> tuple[int, int]:
         if x < 0x80:
             return (n >> 1) ^ -(n & 1), p
         shift += 7
-        if shift >= 70:
-            raise _Corrupt("a variable-length integer runs over 10 bytes")
+        if shift == 63:  # the tenth byte holds the 64th bit, and nothing more
+            x = b[p]
+            if x > 1:
+                raise _Corrupt("a variable-length integer runs over 64 bits")
+            n |= x << 63
+            return (n >> 1) ^ -(n & 1), p + 1
+
+
+def _failed_at(exc: BaseException) -> str:
+    """The path of the value whose conversion raised ``exc`` in a compiled reader (``"after.born: "``).
+
+    Read from the generated line the traceback ends in, so that the hot path carries no bookkeeping.
+    """
+    tb = exc.__traceback__
+    path = ""
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_filename == "<avro reader>":
+            lines = frame.f_globals.get("_lines", ())
+            line = lines[tb.tb_lineno - 1] if 0 < tb.tb_lineno <= len(lines) else ""
+            path = line.partition(_AT)[2] or path
+        tb = tb.tb_next
+    return f"{path}: " if path else ""
 
 
 def _bad_union(index: int, branches: int, path: str) -> _Corrupt:
@@ -157,7 +181,14 @@ def _b64(v: bytes) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)  # dates repeat (birth dates, days): a lookup beats the arithmetic
 def _date(days: int) -> str:
-    return dt.date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
+    try:
+        return dt.date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
+    except (OverflowError, ValueError):
+        raise ValueError(f"day count {days} is outside the representable dates") from None
+
+
+def _beyond(v: int, unit: str) -> ValueError:
+    return ValueError(f"{v} {unit} since the epoch is outside the representable times")
 
 
 def _utc(moment: dt.datetime) -> str:
@@ -165,27 +196,45 @@ def _utc(moment: dt.datetime) -> str:
 
 
 def _ts_millis(v: int) -> str:
-    return _utc(_EPOCH_UTC + dt.timedelta(milliseconds=v))
+    try:
+        return _utc(_EPOCH_UTC + dt.timedelta(milliseconds=v))
+    except OverflowError:
+        raise _beyond(v, "ms") from None
 
 
 def _ts_micros(v: int) -> str:
-    return _utc(_EPOCH_UTC + dt.timedelta(microseconds=v))
+    try:
+        return _utc(_EPOCH_UTC + dt.timedelta(microseconds=v))
+    except OverflowError:
+        raise _beyond(v, "us") from None
 
 
 def _ts_nanos(v: int) -> str:
-    return _utc(_EPOCH_UTC + dt.timedelta(microseconds=v // 1000))
+    try:
+        return _utc(_EPOCH_UTC + dt.timedelta(microseconds=v // 1000))
+    except OverflowError:
+        raise _beyond(v, "ns") from None
 
 
 def _local_millis(v: int) -> str:
-    return (_EPOCH_NAIVE + dt.timedelta(milliseconds=v)).isoformat()
+    try:
+        return (_EPOCH_NAIVE + dt.timedelta(milliseconds=v)).isoformat()
+    except OverflowError:
+        raise _beyond(v, "ms") from None
 
 
 def _local_micros(v: int) -> str:
-    return (_EPOCH_NAIVE + dt.timedelta(microseconds=v)).isoformat()
+    try:
+        return (_EPOCH_NAIVE + dt.timedelta(microseconds=v)).isoformat()
+    except OverflowError:
+        raise _beyond(v, "us") from None
 
 
 def _local_nanos(v: int) -> str:
-    return (_EPOCH_NAIVE + dt.timedelta(microseconds=v // 1000)).isoformat()
+    try:
+        return (_EPOCH_NAIVE + dt.timedelta(microseconds=v // 1000)).isoformat()
+    except OverflowError:
+        raise _beyond(v, "ns") from None
 
 
 def _time_micros(v: int) -> str:
@@ -337,6 +386,8 @@ class _Compiler:
         self.pending: list[tuple[str, tuple[str, ...], Schema, Schema | None]] = []
         self.stack: list[tuple[str, ...]] = []
         self._loop_tail: list[tuple[str, str]] = []  # open block loops: (count variable, indentation)
+        self.zero_size_items = False  # whether a block loop of items of no bytes draws on the budget _Z
+        self.ns["_Z"] = [0]  # that budget: what is left of it while one record is read
 
     # -- small tools
 
@@ -503,7 +554,7 @@ class _Compiler:
             raise Incompatible(f"{path}: unknown type {wk!r}")
         convert = self.conversion(r)
         if convert is not None:
-            out.append(f"{ind}{dst} = {self.helper(convert)}({dst})")
+            out.append(f"{ind}{dst} = {self.helper(convert)}({dst}){_AT}{path}")  # named when it fails
 
     def emit_writer_union(self, w: list[Any], r: Schema, dst: str, ind: str, out: list[str], path: str) -> None:
         idx = self.tmp("i")
@@ -553,18 +604,32 @@ class _Compiler:
             ]
         out.append(f"{ind}{dst} = {table}[{dst}]")
 
-    def _block_loop(self, item_schema: Schema, ind: str, out: list[str], path: str) -> str:
-        """Opens the block loop of an array or map; returns the indentation of one item's code."""
+    def _block_loop(self, item_size: int, ind: str, out: list[str], path: str) -> str:
+        """Opens the block loop of an array or map; returns the indentation of one item's code.
+
+        ``item_size``: the fewest bytes one item takes. A block count is checked against the bytes left
+        before the loop starts, so that a corrupt count (a varint can say 2**63) fails at once instead of
+        looping or allocating for ages; items of no bytes draw on the record's budget instead.
+        """
         count, size = self.tmp("c"), self.tmp("s")
         self.read_long(count, ind, out)
         out.append(f"{ind}while {count}:")
         inner = ind + "    "
         out += [f"{inner}if {count} < 0:", f"{inner}    {count} = -{count}"]
         self.read_long(size, inner + "    ", out)
-        if _min_size(item_schema, self.wn) == 0:
+        if item_size == 0:
+            self.zero_size_items = True
             out += [
-                f"{inner}if {count} > {_MAX_ZERO_SIZE_ITEMS}:",
-                f"{inner}    raise _Corrupt({path!r} + ': a block of ' + str({count}) + ' empty items')",
+                f"{inner}_Z[0] -= {count}",
+                f"{inner}if _Z[0] < 0:",
+                f"{inner}    raise _Corrupt({path!r} + ': more than {_MAX_ZERO_SIZE_ITEMS} empty items in one record')",
+            ]
+        else:
+            needed = count if item_size == 1 else f"{count} * {item_size}"
+            out += [
+                f"{inner}if {needed} > L - p:",
+                f"{inner}    raise _Corrupt({path!r} + ': a block of ' + str({count}) + ' items in ' + str(L - p) + "
+                "' bytes left')",
             ]
         out.append(f"{inner}for _ in range({count}):")
         self._loop_tail.append((count, inner))
@@ -577,7 +642,7 @@ class _Compiler:
     def emit_array(self, w: dict[str, Any], r: dict[str, Any], dst: str, ind: str, out: list[str], path: str) -> None:
         out.append(f"{ind}{dst} = []")
         item = self.tmp()
-        body = self._block_loop(w["items"], ind, out, path)
+        body = self._block_loop(_min_size(w["items"], self.wn), ind, out, path)
         self.emit(w["items"], r["items"], item, body, out, path + "[]")
         out.append(f"{body}{dst}.append({item})")
         self._close_block_loop(out)
@@ -585,7 +650,7 @@ class _Compiler:
     def emit_map(self, w: dict[str, Any], r: dict[str, Any], dst: str, ind: str, out: list[str], path: str) -> None:
         out.append(f"{ind}{dst} = {{}}")
         key, item = self.tmp("k"), self.tmp()
-        body = self._block_loop(w["values"], ind, out, path)
+        body = self._block_loop(1 + _min_size(w["values"], self.wn), ind, out, path)  # 1: the key's length
         self.read_blob(key, body, out, path + "{}", text=True)
         self.emit(w["values"], r["values"], item, body, out, path + "{}")
         out.append(f"{body}{dst}[{key}] = {item}")
@@ -666,7 +731,7 @@ class _Compiler:
             out += [f"{ind}else:", f"{ind}    raise _bad_union({idx}, {len(w)}, {path!r})"]
         elif k in ("array", "map"):
             item = w["items"] if k == "array" else w["values"]
-            body = self._block_loop(item, ind, out, path)
+            body = self._block_loop(_min_size(item, self.wn) + (k == "map"), ind, out, path)
             if k == "map":
                 self.read_blob(junk, body, out, path)
             before = len(out)
@@ -756,6 +821,9 @@ class _Compiler:
             else:
                 self.emit_record(w, r, "v0", "    ", inner, w["name"])
                 lines += [f"def {name}(b, p):", "    L = len(b)", *inner, "    return v0, p"]
+        if self.zero_size_items:
+            lines.insert(2, f"    _Z[0] = {_MAX_ZERO_SIZE_ITEMS}")  # in _read: once per record
+        self.ns["_lines"] = tuple(lines)  # for _failed_at
         source = "\n".join(lines) + "\n"
         namespace = self.ns
         try:
@@ -954,7 +1022,10 @@ class AvroDecoder:
             return f"the payload does not match {where}: {exc}"
         if isinstance(exc, UnicodeDecodeError):
             return f"the payload does not match {where}: a string is not valid UTF-8 ({exc.reason})"
-        if isinstance(exc, ValueError | OverflowError):
+        if isinstance(exc, ValueError | OverflowError | DecodeError):
+            at = _failed_at(exc)
+            if at:
+                return f"{where}: {at}{exc}"
             return f"the payload does not match {where}: a value cannot be converted ({exc})"
         return f"the payload does not match {where}: {type(exc).__name__}: {exc}"
 

@@ -30,8 +30,8 @@ def from_envelope(doc: dict[str, Any]) -> ChangeEvent:
     """A Debezium envelope (``op``, ``before``, ``after``) or a flattened row (``__op``, ``__deleted``)."""
     op = doc.get("op")
     if op is not None and ("after" in doc or "before" in doc):
-        if op not in KNOWN_OPS:
-            raise DecodeError(f"unknown Debezium op {op!r}")
+        if type(op) is not str or op not in KNOWN_OPS:  # a list or an object is not even hashable
+            raise DecodeError(f"unknown Debezium op {_shown(op)}")
         row = doc.get("before") if op == "d" else doc.get("after")
         if row is not None and type(row) is not dict:
             raise DecodeError(f"Debezium {'before' if op == 'd' else 'after'} is not an object")
@@ -48,8 +48,16 @@ def from_flat(doc: dict[str, Any], default_op: str) -> ChangeEvent:
     deleted = doc.get("__deleted")
     if deleted is True or deleted == "true":
         op = "d"
-    if op not in KNOWN_OPS:
-        raise DecodeError(f"unknown __op {op!r}")
+    if type(op) is not str or op not in KNOWN_OPS:
+        raise DecodeError(f"unknown __op {_shown(op)}")
     ts = doc.get("__source_ts_ms")
     row = {k: v for k, v in doc.items() if not k.startswith("__")}
     return ChangeEvent(op, strip_unavailable(row), ts if type(ts) is int else None)
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, cut short: the record may carry anything there (even 1,000 nested arrays)."""
+    if type(value) in (dict, list):
+        return f"of type {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -344,3 +344,28 @@ def test_mangled_records_only_ever_raise_decode_errors(registry: RegistryServer,
         except DecodeError:
             outcomes["dead"] += 1
     assert outcomes["dead"] > 1000
+
+
+def test_dates_and_times_beyond_the_representable_name_their_field(
+    registry: RegistryServer, client: RegistryClient
+) -> None:
+    schema_id = registry.register(CUSTOMER_SUBJECT, ENVELOPE)
+    decode = debezium(client)
+    far = encode(schema_id, PARSED_ENVELOPE, customer_change("c", None, customer_row(1, birth_date=2**31 - 1)))
+    with pytest.raises(
+        DecodeError, match=r"after\.birth_date: day count 2147483647 is outside the representable dates"
+    ):
+        decode(far)
+    row_schema = {
+        "type": "record",
+        "name": "Seen",
+        "fields": [
+            {"name": "email", "type": "string"},
+            {"name": "seen", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        ],
+    }
+    row_id = registry.register("seen-value", row_schema)
+    plain = AvroDecoder(Format.AVRO, client)
+    value = encode(row_id, fastavro.parse_schema(row_schema), {"email": "a@b.co", "seen": 2**62})
+    with pytest.raises(DecodeError, match=r"seen: 4611686018427387904 ms since the epoch is outside the representable"):
+        plain(value)

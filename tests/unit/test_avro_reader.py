@@ -9,6 +9,7 @@ import datetime as dt
 import decimal
 import io
 import random
+import time
 import uuid
 from typing import Any
 
@@ -398,3 +399,64 @@ def test_deeply_nested_arrays_of_longs_are_read() -> None:
     data = write(schema, {"a": value})
     got, end = compile_reader(fastavro.parse_schema(schema))(data, 0)
     assert got == {"a": value} and end == len(data)
+
+
+def _varint(n: int) -> bytes:
+    z = 2 * n if n >= 0 else -2 * n - 1  # zig-zag
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _refused_quickly(read: Any, payload: bytes, match: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(Exception, match=match) as caught:
+        read(payload, 0)
+    assert type(caught.value).__name__ == "_Corrupt"
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("items", ["long", "string", "double", INNER, {"type": "map", "values": "int"}])
+@pytest.mark.parametrize("count", [2**62, -(2**62), 1000])
+@pytest.mark.parametrize("read_as", ["read", "skipped"])
+def test_a_block_count_beyond_the_bytes_left_is_refused_at_once(items: Any, count: int, read_as: str) -> None:
+    writer = {"type": "record", "name": "R", "fields": [{"name": "a", "type": {"type": "array", "items": items}}]}
+    reader = {"type": "record", "name": "R", "fields": []} if read_as == "skipped" else None
+    read = compile_reader(fastavro.parse_schema(writer), fastavro.parse_schema(reader) if reader else None)
+    size = _varint(8) if count < 0 else b""  # a negative count is followed by the block's size in bytes
+    _refused_quickly(read, _varint(count) + size + b"\x02" * 10, r"a: a block of \d+ items in \d+ bytes left")
+
+
+@pytest.mark.parametrize("read_as", ["read", "skipped"])
+def test_map_blocks_count_their_keys(read_as: str) -> None:
+    writer = {"type": "record", "name": "R", "fields": [{"name": "m", "type": {"type": "map", "values": "null"}}]}
+    reader = {"type": "record", "name": "R", "fields": []} if read_as == "skipped" else None
+    read = compile_reader(fastavro.parse_schema(writer), fastavro.parse_schema(reader) if reader else None)
+    _refused_quickly(read, _varint(2**40) + b"\x02a" * 4, r"m: a block of 1099511627776 items in 8 bytes left")
+    good = write(writer, {"m": {"a": None, "b": None}})
+    assert read(good, 0)[1] == len(good)
+
+
+def test_empty_items_are_bounded_per_record_even_when_blocks_nest() -> None:
+    """Arrays of arrays of nulls: each inner block is a few bytes saying "a million nulls"; what bounds
+    them is a budget for the whole record, not per block."""
+    schema = {"type": "array", "items": {"type": "array", "items": "null"}}
+    read = compile_reader(fastavro.parse_schema(schema))
+    inner = _varint(900_000) + b"\x00"
+    _refused_quickly(read, _varint(50) + inner * 50 + b"\x00", "more than 1000000 empty items in one record")
+    ok = _varint(1) + inner + b"\x00"
+    for _ in range(3):  # the budget starts afresh with every record
+        value, end = read(ok, 0)
+        assert end == len(ok) and len(value[0]) == 900_000
+
+
+def test_a_varint_beyond_64_bits_is_refused() -> None:
+    read = compile_reader(
+        fastavro.parse_schema({"type": "record", "name": "R", "fields": [{"name": "l", "type": "long"}]})
+    )
+    assert read(b"\xff" * 9 + b"\x01", 0)[0] == {"l": -(2**63)}
+    _refused_quickly(read, b"\xff" * 9 + b"\x02", "runs over 64 bits")
+    _refused_quickly(read, b"\xff" * 9 + b"\x7f", "runs over 64 bits")

@@ -78,3 +78,49 @@ def test_plain_json_is_an_upsert_of_the_row() -> None:
 def test_unreadable_events_raise_a_decode_error_naming_the_problem(raw: bytes, needle: str) -> None:
     with pytest.raises(DecodeError, match=needle):
         decode_debezium_json(raw)
+
+
+def _wrapped(schema: object, after: object, op: str = "c") -> bytes:
+    return dumps({"schema": schema, "payload": {"before": None, "after": after, "op": op}})
+
+
+def _row_schema(*fields: object) -> dict[str, object]:
+    return {"type": "struct", "fields": [{"field": "after", "type": "struct", "fields": list(fields)}]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (_wrapped({"fields": [{"field": "after"}, 1, {}]}, ROW), r"^schema\.fields\[1\] is a number, not an object$"),
+        (_wrapped({"fields": "after"}, ROW), r"^schema\.fields is a string, not a list$"),
+        (_wrapped({"fields": {"field": "after"}}, ROW), r"^schema\.fields is an object, not a list$"),
+        (_wrapped({"fields": [{"field": "after", "type": "struct", "fields": 7}]}, ROW),
+         r"^schema\.fields\[0\]\.fields is a number, not a list$"),
+        (_wrapped(_row_schema({"field": "id"}, [1]), ROW), r"^schema\.fields\[0\]\.fields\[1\] is an array"),
+        (_wrapped(_row_schema({"field": ["id"], "name": "io.debezium.time.Date"}), ROW),
+         r"^schema\.fields\[0\]\.fields\[0\]\.field is an array, not a string$"),
+        (_wrapped([1, 2], ROW), r"^schema is an array, not an object$"),
+        (_wrapped(_row_schema({"field": "born", "name": "io.debezium.time.Date"}), {**ROW, "born": 10**12}),
+         r"^born: day count 1000000000000 is outside the representable dates$"),
+        (_wrapped(_row_schema({"field": "born", "name": "io.debezium.time.Date"}), {**ROW, "born": -(10**6)}),
+         r"^born: day count -1000000 is outside the representable dates$"),
+        (_wrapped(_row_schema({"field": "seen", "name": "io.debezium.time.Timestamp"}), {**ROW, "seen": 10**18}),
+         r"^seen: Timestamp 1000000000000000000 is outside the representable times$"),
+        (_wrapped(_row_schema({"field": "seen", "name": "io.debezium.time.MicroTimestamp"}), {**ROW, "seen": -(2**62)}),
+         r"^seen: MicroTimestamp -4611686018427387904 is outside the representable times$"),
+        (dumps({"op": ["c"], "after": ROW}), r"^unknown Debezium op of type list$"),
+        (dumps({"op": 3, "after": ROW}), r"^unknown Debezium op 3$"),
+        (dumps({**ROW, "__op": {"c": 1}}), r"^unknown __op of type dict$"),
+    ],
+)  # fmt: skip
+def test_malformed_schemas_ops_and_out_of_range_temporals_are_decode_errors_naming_the_spot(
+    raw: bytes, needle: str
+) -> None:
+    with pytest.raises(DecodeError, match=needle):
+        decode_debezium_json(raw)
+
+
+def test_schema_entries_without_a_logical_type_may_be_anything_readable() -> None:
+    schema = _row_schema({"field": "id", "type": "int32"}, {"field": 5, "name": "io.debezium.time.Date"}, {"x": 1})
+    assert decode_debezium_json(_wrapped(schema, ROW)).row == ROW
+    assert decode_debezium_json(_wrapped(None, ROW)).row == ROW

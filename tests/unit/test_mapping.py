@@ -4,9 +4,10 @@ import orjson
 import pytest
 
 from connector.config import RouteSettings
-from connector.errors import MappingError
-from connector.mapping import Mapper
-from connector.routing import Route
+from connector.errors import DecodeError, MappingError, TransientError
+from connector.mapping import MAX_DEPTH, Mapper
+from connector.models import ChangeEvent
+from connector.routing import Route, Unsent
 
 
 def route(**kw: object) -> RouteSettings:
@@ -108,3 +109,83 @@ def test_held_items_cost_about_their_own_size_in_memory(extra: dict[str, object]
         tracemalloc.stop()
     total = sum(len(i) for i in items if isinstance(i, bytes))
     assert len(items) == 10_000 and held < 2 * total + 100 * len(items), (held, total)
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"op":"c","after":{"email":"a@b.co","tree":' + b'{"a":' * depth + b"1" + b"}" * depth + b"}}"
+
+
+def _deep_stack(levels: int, call: object) -> object:
+    """``call()`` with ``levels`` frames of the caller's own on the stack, as in the running connector."""
+    return call() if levels == 0 else _deep_stack(levels - 1, call)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 500, 1000])
+@pytest.mark.parametrize("unmapped", ["pass", "drop"])
+def test_deep_nesting_is_a_mapping_error_not_a_crash(depth: int, unmapped: str) -> None:
+    fields = {"email": "email"} if unmapped == "pass" else {"email": "email", "_leaf": "tree.a"}
+    r = Route(route(fields=fields, unmapped=unmapped), max_body_bytes=100_000)
+    out = _deep_stack(300, lambda: r.prepare(_nested(depth)))
+    assert isinstance(out, Unsent) and out.dead is not None and not out.unexpected
+    assert (out.dead.stage, out.dead.exception) == ("map", "MappingError")
+    if unmapped == "pass":
+        assert out.dead.message == f"column 'tree' nests objects more than {MAX_DEPTH} levels deep"
+    else:
+        assert out.dead.message.startswith("the item cannot be written as JSON")
+
+
+def test_moderate_nesting_still_passes_through() -> None:
+    r = Route(route(fields={"email": "email"}, unmapped="pass"), max_body_bytes=100_000)
+    item = r.prepare(_nested(100))
+    assert isinstance(item, bytes) and orjson.loads(item)["data"]["tree"]["a"]["a"]
+
+
+class _Boom:
+    """A value no stage expects: comparing or hashing it raises."""
+
+    def __ne__(self, other: object) -> bool:
+        raise RuntimeError("cannot compare")
+
+    def __hash__(self) -> int:
+        raise RecursionError("maximum recursion depth exceeded")
+
+
+def _decoding_to(event: ChangeEvent | BaseException) -> object:
+    def decode(value: bytes | None) -> ChangeEvent:
+        if isinstance(event, BaseException):
+            raise event
+        return event
+
+    return decode
+
+
+@pytest.mark.parametrize(
+    ("decoded", "stage", "exception"),
+    [
+        (MemoryError(), "decode", "MemoryError"),
+        (RecursionError("maximum recursion depth exceeded"), "decode", "RecursionError"),
+        (KeyError("surprise"), "decode", "KeyError"),
+        (ChangeEvent(_Boom(), {"email": "a@b.co"}), "op", "RecursionError"),  # type: ignore[arg-type]
+        (ChangeEvent("c", {"email": "a@b.co", "x": _Boom()}), "map", "RuntimeError"),
+    ],
+)
+def test_an_unexpected_exception_is_a_dead_letter_marked_unexpected_with_its_stage(
+    decoded: ChangeEvent | BaseException, stage: str, exception: str
+) -> None:
+    r = Route(route(fields={"email": "email"}, unmapped="pass"), max_body_bytes=10_000, decoder=_decoding_to(decoded))  # type: ignore[arg-type]
+    out = r.prepare(b"{}")
+    assert isinstance(out, Unsent) and out.unexpected and out.skip is None and out.dead is not None
+    assert (out.dead.stage, out.dead.exception) == (stage, exception)
+    assert out.dead.message
+
+
+def test_known_bad_records_are_not_marked_unexpected() -> None:
+    r = Route(route(fields={"email": "email"}), max_body_bytes=10_000, decoder=_decoding_to(DecodeError("bad")))  # type: ignore[arg-type]
+    out = r.prepare(b"x")
+    assert isinstance(out, Unsent) and not out.unexpected and out.dead is not None and out.dead.stage == "decode"
+
+
+def test_a_transient_fault_is_the_one_exception_prepare_lets_through() -> None:
+    r = Route(route(fields={"email": "email"}), max_body_bytes=10_000, decoder=_decoding_to(TransientError("down")))  # type: ignore[arg-type]
+    with pytest.raises(TransientError):
+        r.prepare(b"x")
