@@ -25,6 +25,8 @@ class ItemRejection:
     index: int
     code: int
     text: str
+    # Altcraft's error_debug for it, when the answer carried one ("" otherwise).
+    debug: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,14 @@
 """The one decision: what to do with an answer (or a transport failure). Pure.
 
 Follows the Altcraft error table: read the body's ``error`` as well as the HTTP status.
+
+A whole-request refusal (error 400/450 without per-item detail) has two possible causes that the
+answer alone cannot tell apart: the request (matching mode, ``field_name``, a parameter Altcraft
+refuses for this account) or one of its items (a batch refused whole for one bad item, "strict
+mode", which the public documentation neither states nor rules out). It is classified ``BISECT``;
+the sender tells the causes apart by what the parts of the batch are answered
+(:func:`request_level`). Errors 409 and 435 are about one profile, so a whole refusal with them is
+always item-caused.
 """
 
 from __future__ import annotations
@@ -26,12 +34,20 @@ class Decision:
     code: int = 0  # Altcraft error code (or HTTP status when the body had none)
     text: str = ""
     retry_after_s: float | None = None
+    debug: str = ""  # the answer's error_debug, when Altcraft sent one
 
 
 TOO_LARGE = "http: request body too large"
 HALT_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "database_unavailable",
               415: "unsupported_content_type", 441: "other_group", 501: "no_such_method"}  # fmt: skip
 PER_RECORD_CODES = {400, 409, 435, 450}
+# Whole refusals that may be about the request itself ("Incorrect request" in the error table).
+REQUEST_LEVEL_CODES = frozenset({400, 450})
+
+# Halt reasons the sender sets (besides those of HALT_CODES and the loop's dead-letter breaker).
+REQUEST_REFUSED = "request_refused"  # every part of a batch refused alike: the request, not an item
+TASK_UNKNOWN = "task_unknown"  # tasks/status does not know the batch's task (expired or lost)
+RESULT_MISMATCH = "result_mismatch"  # an answer whose result does not line up with the items sent
 
 
 def parse_retry_after(value: str | None, cap_s: float) -> float | None:
@@ -65,16 +81,45 @@ def classify(status: int | None, body: Any, retry_after_s: float | None = None) 
     if code == 0:
         return Decision(Action.OK, "ok")
     if code in (400, 450) and debug == TOO_LARGE:
-        return Decision(Action.SPLIT, "too_large", code, text or debug)
+        return Decision(Action.SPLIT, "too_large", code, text or debug, debug=debug)
     if code in PER_RECORD_CODES:
-        return Decision(Action.BISECT, "refused_whole", code, text)
+        return Decision(Action.BISECT, "refused_whole", code, text, debug=debug)
     if code in HALT_CODES:
-        return Decision(Action.HALT, HALT_CODES[code], code, text)
+        return Decision(Action.HALT, HALT_CODES[code], code, text, debug=debug)
     if code == 402:
-        return Decision(Action.PAUSE, "tariff_limit", code, text, retry_after_s)
+        return Decision(Action.PAUSE, "tariff_limit", code, text, retry_after_s, debug)
     if code == 500 or status >= 500:
-        return Decision(Action.RETRY, "server_error", code, text, retry_after_s)
-    return Decision(Action.HALT, "unknown_error", code, text)
+        return Decision(Action.RETRY, "server_error", code, text, retry_after_s, debug)
+    return Decision(Action.HALT, "unknown_error", code, text, debug=debug)
+
+
+def request_level(decision: Decision) -> bool:
+    """A whole refusal that may be caused by the request rather than by its items."""
+    return decision.action is Action.BISECT and decision.code in REQUEST_LEVEL_CODES
+
+
+def same_refusal(a: Decision, b: Decision) -> bool:
+    """Two refusals with the same request-level error (code and text; ``error_debug`` may vary)."""
+    return request_level(a) and request_level(b) and (a.code, a.text) == (b.code, b.text)
+
+
+def task_status(status: int | None, body: Any, retry_after_s: float | None = None) -> Decision:
+    """Decide from a ``tasks/status`` answer: OK (``completed``), ``task_pending``, or as :func:`classify`.
+
+    An unknown task (error 404, or an error text saying it is not found) is ``task_unknown``, not a
+    configuration fault: the task expired or was lost, and the batch's outcome is unknown.
+    """
+    decision = classify(status, body, retry_after_s)
+    if decision.action is Action.OK:
+        assert type(body) is dict
+        data = body.get("data")
+        if type(data) is dict and data.get("status") == "completed":
+            return decision
+        return Decision(Action.RETRY, "task_pending", 0, "the task is not completed yet")
+    if decision.code == 404 or (decision.action is Action.HALT and "not found" in decision.text.lower()):
+        return Decision(Action.HALT, TASK_UNKNOWN, decision.code, decision.text or "task not found",
+                        debug=decision.debug)  # fmt: skip
+    return decision
 
 
 def _error_fields(body: Any) -> tuple[int | None, str, str]:
@@ -88,8 +133,9 @@ def _error_fields(body: Any) -> tuple[int | None, str, str]:
     return code, str(body.get("error_text") or ""), str(body.get("error_debug") or "")
 
 
-def item_results(body: dict[str, Any], n_items: int) -> list[tuple[int, int, str]] | None:
-    """Per-item rejections ``(index, code, text)`` of an answered batch; None if results do not line up.
+def item_results(body: dict[str, Any], n_items: int) -> list[tuple[int, int, str, str]] | None:
+    """Per-item rejections ``(index, code, text, debug)`` of an answered batch; None if results do not
+    line up.
 
     A missing item ``error`` counts as 0 (the engage endpoint's documented answer has only profile_id).
     """
@@ -107,7 +153,7 @@ def item_results(body: dict[str, Any], n_items: int) -> list[tuple[int, int, str
             code = int(code)
         except (TypeError, ValueError):
             return None
-        rejected.append((i, code, str(r.get("error_text") or "")))
+        rejected.append((i, code, str(r.get("error_text") or ""), str(r.get("error_debug") or "")))
     return rejected
 
 

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -24,15 +24,27 @@ from connector.metrics import Metrics
 from connector.models import ItemRejection, SendOutcome
 from connector.ratelimit import RateLimiter
 from connector.sink.classify import (
+    REQUEST_REFUSED,
+    RESULT_MISMATCH,
+    TASK_UNKNOWN,
     Action,
     Decision,
     backoff_s,
     classify,
     item_results,
     parse_retry_after,
+    same_refusal,
+    task_status,
 )
-from connector.sink.halt import BREAKER_REASON, HaltState
-from connector.sink.request import ENDPOINTS, TASK_STATUS, BodyShape, sub_request_id
+from connector.sink.halt import HaltState
+from connector.sink.request import (
+    ENDPOINTS,
+    TASK_STATUS,
+    BodyShape,
+    resend_request_id,
+    rest_request_id,
+    sub_request_id,
+)
 from connector.sink.tls import TlsGuard, ssl_context
 
 log = logging.getLogger(__name__)
@@ -40,6 +52,17 @@ log = logging.getLogger(__name__)
 HALT_PROBE_S = 15.0  # how often a halted sender tries again
 TARIFF_PAUSE_S = 60.0  # wait after a 402 when no Retry-After says otherwise
 STUCK_LOG_EVERY_S = 60.0
+# Error 500 answers in a row that come as duplicates of one Request-ID before the request is sent again
+# under a derived key (request.resend_request_id): Altcraft replays a failed original for its whole
+# deduplication window, so resending the same key would never end.
+DUPLICATE_ERROR_RETRIES = 3
+# Outcomes of requests_total: what each request led to.
+OUTCOMES = ("ok", "retry", "split", "bisect", "pause", "halt", "pending")
+EPOCH_WAY_OUT = (
+    "To move on before the window ends: set altcraft.request_id_epoch to a new value (any text not used "
+    "before) and restart the connector; every batch is then sent under a new Request-ID. Risk: batches that "
+    "Altcraft had already executed are executed again, so their profiles may be engaged a second time"
+)
 
 
 class Abandoned(Exception):
@@ -53,6 +76,25 @@ class SendJob:
     shape: BodyShape
     items: list[bytes]
     request_id: str
+
+
+@dataclass(slots=True)
+class _Walk:
+    """One bisection of a range refused whole: what its parts were answered so far."""
+
+    first: Decision  # the whole range's refusal
+    # A part was accepted, or refused otherwise than the whole: items are at fault, not the request.
+    items_at_fault: bool = False
+    # Single items refused alone like the whole (with their keys), while nothing showed items at fault.
+    singles: list[tuple[ItemRejection, str]] = field(default_factory=list)
+
+
+class _RequestRefused(Exception):
+    """Every part of a bisected range was refused alike, down to single items of both halves."""
+
+    def __init__(self, singles: list[tuple[ItemRejection, str]]) -> None:
+        super().__init__(singles)
+        self.singles = singles
 
 
 @dataclass(slots=True)
@@ -103,7 +145,10 @@ class AltcraftClient:
     def send(self, job: SendJob, cancel: threading.Event | None = None) -> SendOutcome:
         """Raises :class:`Abandoned` once ``cancel`` is set while waiting."""
         counts = _Counts(cancel or threading.Event())
-        rejected = self._deliver(job, 0, len(job.items), job.request_id, counts)
+        try:
+            rejected = self._deliver(job, 0, len(job.items), job.request_id, counts)
+        finally:
+            self._release(job, "its batch was abandoned")  # no-op when its holds ended on an acceptance
         return SendOutcome(
             accepted=len(job.items) - len(rejected),
             rejected=tuple(rejected),
@@ -112,51 +157,48 @@ class AltcraftClient:
             duplicates=counts.duplicates,
         )
 
-    def _deliver(self, job: SendJob, start: int, end: int, rid: str, counts: _Counts) -> list[ItemRejection]:
-        """Send items[start:end] under ``rid`` until answered; split or bisect on the platform's word."""
+    def _deliver(
+        self, job: SendJob, start: int, end: int, rid: str, counts: _Counts, walk: _Walk | None = None
+    ) -> list[ItemRejection]:
+        """Send items[start:end] under ``rid`` until answered; split or bisect on the platform's word.
+
+        ``walk``: the bisection this range is a part of, if any.
+        """
         endpoint = ENDPOINTS[job.mode]
         body = job.shape.body(job.items[start:end])
+        key = rid
         attempt = 0
+        replayed_errors = 0  # error 500 answers in a row that came as duplicates of ``key``
+        generation = 0
         stuck_logged = 0.0
         while True:
             if self._limiter.active:
                 self._wait(self._limiter.delay(end - start), counts)
-            decision, answer = self._attempt(job, endpoint, body, rid, counts)
+            decision, results, duplicate = self._attempt(job, endpoint, body, key, end - start, counts)
             action = decision.action
             if action is Action.OK:
-                assert answer is not None
-                results = item_results(answer, end - start)
-                if results is not None:
-                    if self._halt:
-                        self._clear_halts(include_mismatch=True)
-                    return [ItemRejection(start + i, code, text) for i, code, text in results]
-                decision = Decision(
-                    Action.HALT, "result_mismatch", 0,
-                    f"the answer's result does not line up with the {end - start} items sent",
-                )  # fmt: skip
-                action = Action.HALT
-            self._metrics.requests.labels(endpoint, action.value).inc()
-            if action in (Action.SPLIT, Action.BISECT):
+                assert results is not None
+                self._release(job, "Altcraft accepts requests again")
+                self._metrics.paused_tariff.set(0)
+                if walk is not None:
+                    walk.items_at_fault = True
+                return [ItemRejection(start + i, code, text, debug) for i, code, text, debug in results]
+            if action is Action.SPLIT:
                 if end - start == 1:
-                    text = decision.text or decision.reason
-                    if action is Action.SPLIT:
-                        text = f"the record alone exceeds the platform's body limit ({decision.text})"
-                    return [ItemRejection(start, decision.code, text)]
+                    text = f"the record alone exceeds the platform's body limit ({decision.text})"
+                    return [ItemRejection(start, decision.code, text, decision.debug)]
                 mid = (start + end) // 2
-                left = self._deliver(job, start, mid, sub_request_id(rid, 1), counts)
-                right = self._deliver(job, mid, end, sub_request_id(rid, 2), counts)
+                left = self._deliver(job, start, mid, sub_request_id(key, 1), counts, walk)
+                right = self._deliver(job, mid, end, sub_request_id(key, 2), counts, walk)
                 return left + right
+            if action is Action.BISECT:
+                if walk is not None:
+                    return self._bisect(job, start, end, key, decision, counts, walk)
+                return self._bisect_whole(job, start, end, key, body, decision, counts)
             if action is Action.HALT:
-                if self._halt.set(decision.reason, decision.text):
-                    log.error(
-                        "halted: Altcraft refused the configuration (%s, error %s: %s); nothing is dropped, "
-                        "retrying every %.0f s", decision.reason, decision.code, decision.text, self._halt_probe_s,
-                    )  # fmt: skip
-                self._metrics.halted.labels(decision.reason).set(1)
+                self._hold(job, key, decision, duplicate)
                 self._wait(self._halt_probe_s, counts)
                 continue
-            if self._halt:
-                self._clear_halts()
             if action is Action.PAUSE:
                 self._metrics.paused_tariff.set(1)
                 log.warning("Altcraft tariff limit reached (error 402); waiting, nothing is dropped")
@@ -164,6 +206,20 @@ class AltcraftClient:
                 continue
             # Action.RETRY
             self._metrics.retries.labels(endpoint, decision.reason).inc()
+            replayed_errors = replayed_errors + 1 if duplicate and decision.reason == "server_error" else 0
+            if replayed_errors >= DUPLICATE_ERROR_RETRIES:
+                generation += 1
+                replayed_errors = 0
+                new_key = resend_request_id(rid, generation)
+                log.warning(
+                    "Altcraft answered request %s with error 500 %d times in a row as a duplicate: it replays a "
+                    "failed answer, and would for its whole deduplication window; sending it again as %s "
+                    "(if that failed original had engaged anyone, they are engaged again)",
+                    key, DUPLICATE_ERROR_RETRIES, new_key,
+                )  # fmt: skip
+                key = new_key
+                attempt = 0
+                continue
             delay = backoff_s(attempt, self._s.retry.initial_backoff_s, self._s.retry.max_backoff_s, self._rand())
             if decision.retry_after_s is not None:
                 delay = max(delay, decision.retry_after_s)
@@ -172,35 +228,174 @@ class AltcraftClient:
                 stuck_logged = time.monotonic()
                 log.warning(
                     "batch %s still failing after %d attempts (%s); it stays queued, nothing is dropped",
-                    rid, attempt, decision.reason,
+                    key, attempt, decision.reason,
                 )  # fmt: skip
             self._wait(delay, counts)
 
-    def _clear_halts(self, include_mismatch: bool = False) -> None:
-        """The platform accepted a request: configuration faults are over (a result mismatch only
-        clears on an answer that lines up)."""
-        for reason in self._halt.reasons():
-            if reason == BREAKER_REASON:
-                continue  # the loop's verdict on the data, not the API's: only a restart clears it
-            if (include_mismatch or reason != "result_mismatch") and self._halt.clear(reason):
-                self._metrics.halted.labels(reason).set(0)
-                log.warning("resumed: Altcraft accepts requests again (was halted: %s)", reason)
-        self._metrics.paused_tariff.set(0)
+    # -- bisection: items at fault, or the request?
+
+    def _bisect_whole(
+        self, job: SendJob, start: int, end: int, key: str, body: bytes, refusal: Decision, counts: _Counts
+    ) -> list[ItemRejection]:
+        """Items[start:end] were refused whole: find the items at fault, or halt if the request is.
+
+        A single item refused whole has nothing to be compared with: it is dead-lettered.
+        """
+        if end - start == 1:
+            return [ItemRejection(start, refusal.code, refusal.text or refusal.reason, refusal.debug)]
+        walk = _Walk(refusal)
+        try:
+            return self._bisect(job, start, end, key, refusal, counts, walk)
+        except _RequestRefused as refused:
+            return self._refused(job, start, end, key, body, refusal, refused.singles, counts)
+
+    def _bisect(
+        self, job: SendJob, start: int, end: int, key: str, refusal: Decision, counts: _Counts, walk: _Walk
+    ) -> list[ItemRejection]:
+        """Halve a range refused whole, in order (left first), so items are still engaged in their order.
+
+        While no part has been accepted, the first single items reached are the range's first two, one
+        from each half of the smallest part holding both. Refused alone with the batch's request-level
+        error, when nothing was accepted, they show the request at fault: :class:`_RequestRefused`.
+        """
+        if not same_refusal(refusal, walk.first):
+            walk.items_at_fault = True  # a configuration fault refuses every part alike
+        if end - start == 1:
+            rejection = ItemRejection(start, refusal.code, refusal.text or refusal.reason, refusal.debug)
+            if not walk.items_at_fault:
+                walk.singles.append((rejection, key))
+                if len(walk.singles) >= 2:
+                    raise _RequestRefused(walk.singles)
+            return [rejection]
+        mid = (start + end) // 2
+        left = self._deliver(job, start, mid, sub_request_id(key, 1), counts, walk)
+        right = self._deliver(job, mid, end, sub_request_id(key, 2), counts, walk)
+        return left + right
+
+    def _refused(
+        self,
+        job: SendJob,
+        start: int,
+        end: int,
+        key: str,
+        body: bytes,
+        refusal: Decision,
+        singles: list[tuple[ItemRejection, str]],
+        counts: _Counts,
+    ) -> list[ItemRejection]:
+        """Halted ``request_refused``: probe with the refused request (same bytes, same key) until accepted.
+
+        The first probe refused again is followed, once, by the rest of the range without the items
+        refused alone, bisected like the range: a part of it accepted shows that items were at fault
+        after all (a batch refused whole for one item, whose first two items were both bad). Those two
+        are then sent alone once more under their keys, so that an item accepted now (the cause was
+        removed between two probes) is engaged, late, rather than dead-lettered.
+        """
+        endpoint = ENDPOINTS[job.mode]
+        halt = Decision(Action.HALT, REQUEST_REFUSED, refusal.code, refusal.text, debug=refusal.debug)
+        self._hold(job, key, halt, False)
+        skip = max(r.index for r, _ in singles) + 1
+        explored = skip >= end
+        while True:
+            self._wait(self._halt_probe_s, counts)
+            decision, results, _ = self._attempt(job, endpoint, body, key, end - start, counts, probing=True)
+            if decision.action is Action.OK:
+                assert results is not None
+                self._release(job, "Altcraft accepts the request again")
+                return [ItemRejection(start + i, code, text, debug) for i, code, text, debug in results]
+            if decision.action is Action.HALT:
+                self._hold(job, key, decision, False)
+            if explored or not same_refusal(decision, refusal):
+                continue
+            explored = True
+            walk = _Walk(refusal)
+            try:
+                rest = self._deliver(job, skip, end, rest_request_id(key, skip - start), counts, walk)
+            except _RequestRefused:
+                continue  # refused alike again: the request is at fault
+            if not walk.items_at_fault:
+                continue  # one item, refused alike: no new evidence
+            log.warning(
+                "part of batch %s was accepted without its items %s, refused alone: items were at fault, not the "
+                "request", key, [r.index for r, _ in singles],
+            )  # fmt: skip
+            again: list[ItemRejection] = []
+            for single, single_key in singles:
+                i = single.index
+                again += self._deliver(job, i, i + 1, single_key, counts, _Walk(refusal, items_at_fault=True))
+            return again + rest
+
+    # -- halts
+
+    def _hold(self, job: SendJob, key: str, decision: Decision, duplicate: bool) -> None:
+        """Halt for ``decision.reason`` on behalf of this batch; say once what it takes to end it."""
+        detail = f"error {decision.code}: {decision.text}" + (f" ({decision.debug})" if decision.debug else "")
+        new = decision.reason not in self._halt.holds(job.request_id)
+        self._halt.set(decision.reason, detail, job.request_id)
+        self._metrics.halted.labels(decision.reason).set(1)
+        if not new:
+            return
+        probe = self._halt_probe_s
+        if decision.reason in (TASK_UNKNOWN, RESULT_MISMATCH) or duplicate:
+            what = {
+                TASK_UNKNOWN: "tasks/status does not know the batch's task (expired or lost), so its outcome is "
+                "unknown",
+                RESULT_MISMATCH: "the answer's result does not line up with the items sent, so no item's outcome "
+                "is known",
+            }.get(decision.reason, "the refusal is a replay of an answer Altcraft stored for this Request-ID")
+            log.error(
+                "halted (%s) on request %s of route %s: %s (%s). This cannot clear by itself: the same "
+                "Request-ID replays the same answer for Altcraft's deduplication window (1 day by default). "
+                "Retrying every %.0f s; nothing is dropped. %s",
+                decision.reason, key, job.route, what, detail, probe, EPOCH_WAY_OUT,
+            )  # fmt: skip
+        elif decision.reason == REQUEST_REFUSED:
+            log.error(
+                "halted (request_refused): Altcraft refuses request %s of route %s whatever items it carries, "
+                "error %s %r, error_debug %r: the route's request is at fault (matching mode, field_name or "
+                "another parameter), not its data; nothing is dead-lettered. Probing every %.0f s with the same "
+                "request; it resumes by itself once the route's settings (or Altcraft's) are fixed",
+                key, job.route, decision.code, decision.text, decision.debug, probe,
+            )  # fmt: skip
+        else:
+            log.error(
+                "halted: Altcraft refused the configuration (%s, %s) for route %s; nothing is dropped, "
+                "retrying every %.0f s", decision.reason, detail, job.route, probe,
+            )  # fmt: skip
+
+    def _release(self, job: SendJob, why: str) -> None:
+        """End this batch's holds; a reason no batch holds any more is over."""
+        for reason in self._halt.release(job.request_id):
+            self._metrics.halted.labels(reason).set(0)
+            if reason in self._halt.reasons():  # held again meanwhile by another batch
+                self._metrics.halted.labels(reason).set(1)
+            else:
+                log.warning("halt over (%s): %s", reason, why)
+
+    # -- one request
 
     def _attempt(
-        self, job: SendJob, endpoint: str, body: bytes, rid: str, counts: _Counts
-    ) -> tuple[Decision, dict[str, Any] | None]:
-        status, answer, retry_after = self._post(endpoint, body, rid, counts)
+        self, job: SendJob, endpoint: str, body: bytes, key: str, n: int, counts: _Counts, *, probing: bool = False
+    ) -> tuple[Decision, list[tuple[int, int, str, str]] | None, bool]:
+        """Send once (in task mode: submit and poll); the decision, the item rejections when answered,
+        and whether Altcraft answered as a duplicate. Counts every request once, by what it led to."""
+        status, answer, retry_after, duplicate = self._post(endpoint, body, key, counts)
         decision = classify(status, answer, retry_after)
-        if decision.action is not Action.OK or job.mode is not Mode.ENGAGE_TASK:
-            return decision, answer
-        assert answer is not None
-        task_id = answer.get("task_id")
-        if not isinstance(task_id, str) or not task_id:
-            return Decision(Action.RETRY, "unreadable_answer", 0, "no task_id in the answer"), None
-        return self._await_task(task_id, counts)
+        if decision.action is Action.OK and job.mode is Mode.ENGAGE_TASK:
+            assert answer is not None
+            task_id = answer.get("task_id")
+            if isinstance(task_id, str) and task_id:
+                self._count(endpoint, decision, probing)
+                decision, results = self._await_task(task_id, n, counts, probing)
+                return decision, results, duplicate
+            decision = Decision(Action.RETRY, "unreadable_answer", 0, "no task_id in the answer")
+        decision, results = self._results(decision, answer, n)
+        self._count(endpoint, decision, probing)
+        return decision, results, duplicate
 
-    def _await_task(self, task_id: str, counts: _Counts) -> tuple[Decision, dict[str, Any] | None]:
+    def _await_task(
+        self, task_id: str, n: int, counts: _Counts, probing: bool
+    ) -> tuple[Decision, list[tuple[int, int, str, str]] | None]:
         """Poll tasks/status until completed; a timeout asks the caller to resend (same Request-ID)."""
         deadline = time.monotonic() + self._s.task.timeout_s
         interval = self._s.task.poll_interval_s
@@ -208,22 +403,44 @@ class AltcraftClient:
         while time.monotonic() < deadline:
             self._wait(interval, counts)
             interval = min(interval * 1.5, 5.0)
-            status, answer, retry_after = self._post(TASK_STATUS, payload, None, counts)
-            decision = classify(status, answer, retry_after)
-            if decision.action is not Action.OK:
-                if decision.action is Action.RETRY:
-                    continue
-                return decision, answer
-            assert answer is not None
-            data = answer.get("data")
-            if isinstance(data, dict) and data.get("status") == "completed":
-                result = data.get("result")
-                return classify(200, result), result if isinstance(result, dict) else None
+            status, answer, retry_after, _ = self._post(TASK_STATUS, payload, None, counts)
+            decision = task_status(status, answer, retry_after)
+            if decision.action is Action.OK:
+                assert answer is not None
+                result = answer["data"].get("result")
+                decision, results = self._results(classify(200, result), result, n)
+                self._count(TASK_STATUS, decision, probing)
+                return decision, results
+            self._count(TASK_STATUS, decision, probing)
+            if decision.action is not Action.RETRY:
+                if decision.reason == TASK_UNKNOWN:
+                    decision = replace(decision, text=f"task {task_id}: {decision.text}")
+                return decision, None
         return Decision(Action.RETRY, "task_timeout", 0, f"task {task_id} not completed in time"), None
+
+    @staticmethod
+    def _results(decision: Decision, answer: Any, n: int) -> tuple[Decision, list[tuple[int, int, str, str]] | None]:
+        if decision.action is not Action.OK:
+            return decision, None
+        results = item_results(answer, n) if isinstance(answer, dict) else None
+        if results is None:
+            text = f"the answer's result does not line up with the {n} items sent"
+            return Decision(Action.HALT, RESULT_MISMATCH, 0, text), None
+        return decision, results
+
+    def _count(self, endpoint: str, decision: Decision, probing: bool) -> None:
+        """``requests_total{endpoint,outcome}``: what the request led to (see OUTCOMES)."""
+        if decision.reason == "task_pending":
+            outcome = "pending"
+        elif probing and decision.action is Action.BISECT:
+            outcome = "halt"  # a halted request_refused probe, refused again
+        else:
+            outcome = decision.action.value
+        self._metrics.requests.labels(endpoint, outcome).inc()
 
     def _post(
         self, endpoint: str, body: bytes, rid: str | None, counts: _Counts
-    ) -> tuple[int | None, dict[str, Any] | None, float | None]:
+    ) -> tuple[int | None, dict[str, Any] | None, float | None, bool]:
         # tasks/status takes the token in its body, as documented; batches carry it in the header.
         headers = {"Content-Type": "application/json"} if rid is None else {**self._headers, "Request-ID": rid}
         counts.requests += 1
@@ -234,10 +451,13 @@ class AltcraftClient:
             self._metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
             log.debug("transport failure on %s: %s", endpoint, type(exc).__name__)
             self._tls.failed(exc)
-            return None, None, None
+            return None, None, None, False
         self._metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
         self._tls.answered()
-        if response.headers.get("Duplicate-Request", response.headers.get("X-Duplicate-Request", "")).lower() == "true":
+        duplicate = (
+            response.headers.get("Duplicate-Request", response.headers.get("X-Duplicate-Request", "")).lower() == "true"
+        )
+        if duplicate:
             counts.duplicates += 1
             self._metrics.duplicates.labels(endpoint).inc()
         try:
@@ -245,9 +465,7 @@ class AltcraftClient:
         except orjson.JSONDecodeError:
             answer = None
         retry_after = parse_retry_after(response.headers.get("Retry-After"), self._s.retry.retry_after_cap_s)
-        if rid is not None and isinstance(answer, dict) and answer.get("error") == 0:
-            self._metrics.requests.labels(endpoint, "ok").inc()
-        return response.status_code, answer if isinstance(answer, dict) else None, retry_after
+        return response.status_code, answer if isinstance(answer, dict) else None, retry_after, duplicate
 
     @staticmethod
     def _wait(seconds: float, counts: _Counts) -> None:

@@ -85,10 +85,19 @@ def body_shape(route: RouteSettings) -> BodyShape:
     return BodyShape(head[:-1] + b',"data":[', b"]}", route.mode is not Mode.IMPORT)
 
 
-def request_id(group_id: str, route: RouteSettings, topic: str, partition: int, first: int, last: int) -> str:
-    """Deterministic key of a batch: the same records of the same route always give the same key."""
+def request_id(
+    group_id: str, route: RouteSettings, topic: str, partition: int, first: int, last: int, epoch: str = ""
+) -> str:
+    """Deterministic key of a batch: the same records of the same route always give the same key.
+
+    ``epoch`` (``altcraft.request_id_epoch``) is mixed in when not empty: a new epoch makes every batch
+    a new request for Altcraft's deduplication. The empty epoch gives the keys of the versions without
+    one, so batches recorded before it existed replay under their original keys.
+    """
     target = route.db_id if route.mode is Mode.IMPORT else route.workflow_id
-    parts = (group_id, route.name, route.mode.value, target, topic, partition, first, last)
+    parts: tuple[object, ...] = (group_id, route.name, route.mode.value, target, topic, partition, first, last)
+    if epoch:
+        parts += (f"epoch={epoch}",)
     text = "\x1f".join(str(p) for p in parts)
     return "akc-" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
@@ -96,3 +105,14 @@ def request_id(group_id: str, route: RouteSettings, topic: str, partition: int, 
 def sub_request_id(parent: str, index: int, halves: int = 2) -> str:
     """Key of a part of a split batch: derived from the parent's, so a replay splits alike."""
     return f"{parent}.{index}of{halves}"
+
+
+def resend_request_id(key: str, generation: int) -> str:
+    """Key under which a request is sent again when Altcraft keeps replaying a failed answer (error 500
+    as a duplicate) for ``key``: ``<key>.resend<generation>``, derived, so a replay derives it alike."""
+    return f"{key}.resend{generation}"
+
+
+def rest_request_id(key: str, skipped: int) -> str:
+    """Key of the part of a request after its first ``skipped`` items: ``<key>.from<skipped>``."""
+    return f"{key}.from{skipped}"
