@@ -133,6 +133,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--strict", action="store_true", help="a batch with any invalid item fails whole with error 400"
     )
+    faults.add_argument(
+        "--refuse-matching",
+        action="append",
+        default=[],
+        metavar="MODE",
+        help="refuse every request with this matching mode (error 400, a configuration fault); repeatable",
+    )
 
 
 def config_from_args(args: argparse.Namespace, now: float) -> EmulatorConfig:
@@ -150,6 +157,7 @@ def config_from_args(args: argparse.Namespace, now: float) -> EmulatorConfig:
         "quota_profiles": args.quota_profiles,
         "quota_requests": args.quota_requests,
         "strict": args.strict,
+        "refuse_matching": args.refuse_matching or None,
     }
     if args.outage_s:
         changes["outage_s"] = args.outage_s

@@ -67,8 +67,13 @@ class FaultConfig:
     # Error 402 once this many profiles (items of executed requests) / requests were taken.
     quota_profiles: int | None = None
     quota_requests: int | None = None
-    # A batch with any invalid item fails whole with error 400 and no per-item detail.
+    # A batch with any invalid item fails whole with error 400 and no per-item detail. Not documented
+    # for the real platform (whose per-item results suggest otherwise): the emulation of a possible
+    # behaviour the connector must survive.
     strict: bool = False
+    # Matching modes refused for every request, as a configuration fault: error 400 "Invalid request"
+    # with an error_debug naming the mode, before anything is executed (or stored for deduplication).
+    refuse_matching: tuple[str, ...] = ()
     # Accepted tokens, replacing the configured ones (None: the configured ones).
     tokens: tuple[str, ...] | None = None
 
@@ -86,6 +91,7 @@ class FaultConfig:
         out["outage"] = self.outage_active(now)
         out["outage_remaining_s"] = remaining
         out["tokens"] = list(self.tokens) if self.tokens is not None else None
+        out["refuse_matching"] = list(self.refuse_matching)
         return out
 
 
@@ -113,6 +119,7 @@ CHANGE_KEYS = frozenset(
         "quota_requests",
         "strict",
         "tokens",
+        "refuse_matching",
     }
 )
 
@@ -205,6 +212,14 @@ def apply_changes(current: FaultConfig, changes: Mapping[str, object], now: floa
             values["tokens"] = tuple(v)
         else:
             problems.append(f"tokens: expected a list of non-empty strings or null, got {v!r}")
+    if "refuse_matching" in changes:
+        v = changes["refuse_matching"]
+        if v is None:
+            values["refuse_matching"] = ()
+        elif isinstance(v, list | tuple) and all(isinstance(m, str) and m for m in v):
+            values["refuse_matching"] = tuple(v)
+        else:
+            problems.append(f"refuse_matching: expected a list of matching modes or null, got {v!r}")
     if problems:
         raise FaultConfigError(problems)
     new = replace(base, **values)  # type: ignore[arg-type]

@@ -210,24 +210,26 @@ def _object_id(body: dict[str, Any], key: str, known: Collection[int]) -> int:
     return value
 
 
-def _matching(body: dict[str, Any]) -> tuple[str, str | None]:
+def _matching(body: dict[str, Any], faults: FaultConfig) -> tuple[str, str | None]:
     matching = body.get("matching") or "email"
     if not isinstance(matching, str) or matching not in MATCHING_MODES:
         raise _Fail(400, f"matching {matching!r} is not supported (emulated: {', '.join(sorted(MATCHING_MODES))})")
+    if matching in faults.refuse_matching:  # the refuse_matching fault: a configuration the account refuses
+        raise _Fail(400, f"matching {matching!r} is not available for this account")
     field_name = body.get("field_name")
     if matching == "custom" and (not isinstance(field_name, str) or not field_name):
         raise _Fail(400, "field_name is required with matching custom")
     return matching, field_name if isinstance(field_name, str) else None
 
 
-def _batch_call(config: EmulatorConfig, prepared: Prepared, rid: str | None) -> BatchCall:
+def _batch_call(config: EmulatorConfig, faults: FaultConfig, prepared: Prepared, rid: str | None) -> BatchCall:
     params = prepared.params
     if prepared.endpoint == IMPORT_BATCH:
         _object_id(params, "db_id", config.dbs)
         workflow_id = None
     else:
         workflow_id = _object_id(params, "workflow_id", config.workflows)
-    matching, field_name = _matching(params)
+    matching, field_name = _matching(params, faults)
     if prepared.items is None:
         raise _Fail(400, "data must be an array of profiles")
     return BatchCall(prepared.items, matching, field_name, workflow_id, rid)
@@ -293,7 +295,7 @@ def _batch(
     rid: str | None,
     now: float,
 ) -> _Outcome:
-    call = _batch_call(config, prepared, rid)
+    call = _batch_call(config, faults, prepared, rid)
     _take_quota(state, faults, len(call.items))
     payload, code = run_batch(state, call, faults.strict)
     return _Outcome(payload, code, store=True)
@@ -308,7 +310,7 @@ def _batch_task(
     rid: str | None,
     now: float,
 ) -> _Outcome:
-    call = _batch_call(config, prepared, rid)
+    call = _batch_call(config, faults, prepared, rid)
     _take_quota(state, faults, len(call.items))
     task = Task(state.tasks.new_id(), token, now, now + config.task_delay_s, call)
     state.tasks.submit(task)
@@ -329,7 +331,7 @@ def _single(
 ) -> _Outcome:
     body = prepared.params
     workflow_id = _object_id(body, "workflow_id", config.workflows)
-    matching, field_name = _matching(body)
+    matching, field_name = _matching(body, faults)
     data = body.get("data")
     if data is None:
         data = {}

@@ -7,6 +7,7 @@ body ``error``                             HTTP status  when
 =========================================  ===========  ============================================
 0 (per-item errors inside ``result``)      200          the request was executed
 400 ``Invalid request``                    400          malformed body or parameters, body too large,
+                                                        a matching mode refused (``refuse_matching``),
                                                         strict mode rejecting a batch
 401 ``API token required``                 401          token missing or not accepted
 402 ``Tariff limit reached``               402          quota fault exhausted

@@ -106,3 +106,15 @@ def test_the_same_seed_draws_the_same_sequence() -> None:
     seq_a = [draw(a) for _ in range(50)]
     assert seq_a == [draw(b) for _ in range(50)]
     assert seq_a != [draw(c) for _ in range(50)]
+
+
+def test_refuse_matching_is_set_shown_and_removed_at_run_time() -> None:
+    refused = apply_changes(FaultConfig(), {"refuse_matching": ["email", "custom"]}, 0.0)
+    assert refused.refuse_matching == ("email", "custom")
+    assert refused.to_json(0.0)["refuse_matching"] == ["email", "custom"]
+    assert apply_changes(refused, {"refuse_matching": None}, 0.0).refuse_matching == ()
+    assert apply_changes(refused, {"refuse_matching": []}, 0.0).refuse_matching == ()
+    assert apply_changes(refused, {"clear": True}, 0.0).refuse_matching == ()
+    with pytest.raises(FaultConfigError) as err:
+        apply_changes(FaultConfig(), {"refuse_matching": "email"}, 0.0)
+    assert "refuse_matching" in str(err.value)

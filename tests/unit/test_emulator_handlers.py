@@ -250,3 +250,40 @@ def test_latency_is_measured_for_acknowledged_requests_only() -> None:
     handle_api(state, cfg, FaultConfig(), ok, 0.0)  # a duplicate is answered from memory, not measured again
     stats = state.latency_stats()
     assert stats is not None and stats["count"] == 3 and 300 <= stats["p50_ms"] < 10_000
+
+
+@pytest.mark.parametrize("path", [BATCH, TASK, IMPORT, SINGLE])
+def test_a_refused_matching_mode_refuses_every_request_whole_until_removed(path: str) -> None:
+    state = _state()
+    refusing = FaultConfig(refuse_matching=("email",))
+    body: dict[str, Any] = _batch("a@example.com", "b@example.com")
+    if path == IMPORT:
+        body = {"token": "tok", "db_id": 1, "data": [{"email": "a@example.com"}]}
+    elif path == SINGLE:
+        body = {"token": "tok", "workflow_id": 12, "email": "a@example.com"}
+    reply, answer = _post(state, path, body, faults=refusing, rid="k")
+    assert (reply.status, answer["error"], answer["error_text"]) == (400, 400, "Invalid request")
+    assert answer["error_debug"] == "matching 'email' is not available for this account"
+    assert "result" not in answer and len(state.profiles) == 0
+    # Any subset is refused alike: the request, not an item, is at fault.
+    if path == BATCH:
+        assert _post(state, path, _batch("b@example.com"), faults=refusing)[1] == answer
+        other = _post(state, path, _batch("a@example.com", matching="email_profile"), faults=refusing)
+        assert other[0].status == 200
+    # Nothing was executed or stored: the same key executes once the cause is removed.
+    reply, answer = _post(state, path, body, rid="k")
+    assert (reply.status, answer["error"]) == (200, 0)
+    assert ("Duplicate-Request", "true") not in reply.headers
+
+
+def test_strict_mode_refuses_a_batch_for_one_bad_item_and_accepts_it_without() -> None:
+    state = _state()
+    strict = FaultConfig(strict=True)
+    items = [f"u{i}@example.com" for i in range(10)]
+    items[7] = "not-an-email"
+    reply, answer = _post(state, BATCH, _batch(*items), faults=strict, rid="whole")
+    assert (reply.status, answer["error"], answer["error_text"]) == (400, 400, "Invalid request")
+    assert "result" not in answer and len(state.profiles) == 0
+    assert _post(state, BATCH, _batch(*items[:7]), faults=strict)[0].status == 200
+    assert _post(state, BATCH, _batch(items[7]), faults=strict)[1]["error"] == 400
+    assert len(state.profiles) == 7
