@@ -241,7 +241,7 @@ def _avro_schema_file(path: Path) -> None:
     try:
         fastavro.parse_schema(doc)
     except Exception as exc:  # fastavro raises several types for invalid schemas
-        raise ValueError(f"the file is not a valid Avro schema: {exc}") from None
+        raise ValueError(f"the file is not a valid Avro schema: {type(exc).__name__}: {exc}") from None
 
 
 _BOM = "\ufeff"
@@ -1098,8 +1098,9 @@ def mask_url_credentials(text: str) -> str:
     """``text`` with the credentials of every URL in it masked: the user info and every query value.
 
     A value that starts as a URL is one URL to its end (a password may hold spaces); elsewhere a URL
-    ends at whitespace. The user info runs to the last ``@``: a password may hold ``/``, ``?``, ``#``
-    or ``@`` unescaped, and masking a little too much is better than showing a piece of it.
+    ends at whitespace. The user info runs to the last ``@``, since a password may hold ``/`` or ``@``
+    unescaped; when that ``@`` may be inside the query, all after the scheme is masked. Masking a little
+    too much is better than showing a piece of a secret.
     """
     if _URL_START.match(text):
         return _mask_url(text)
@@ -1111,8 +1112,10 @@ def _mask_url(url: str) -> str:
     userinfo = ""
     at = rest.rfind("@")
     if at >= 0:
+        if set("?#") & set(rest[:at]):
+            return f"{scheme}{sep}{MASK}"  # an "@" in the query: no telling where a value ends, mask it all
         user, colon, _ = rest[:at].partition(":")
-        userinfo = f"{user}:{MASK}@" if colon and not set("/?#@") & set(user) else f"{MASK}@"
+        userinfo = f"{user}:{MASK}@" if colon and not set("/@") & set(user) else f"{MASK}@"
         rest = rest[at + 1 :]
     cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=-1)
     if cut >= 0:
