@@ -4,6 +4,10 @@ Runs in a sender thread. It applies the decisions of :mod:`connector.sink.classi
 by itself: retry (same bytes, same Request-ID), split, bisect, pause on 402, halt on configuration
 faults. It returns only when every item is accepted or rejected by the platform, or raises
 :class:`Abandoned` when the connector is stopping. It never gives up on a transient failure.
+
+A whole refusal is bisected in order; when single items from both halves are refused like the whole
+while no part was accepted, the request is at fault, not its items: it halts ``request_refused``
+and nothing is rejected. Halts are held per batch and end only on an accepted answer.
 """
 
 from __future__ import annotations
