@@ -321,7 +321,7 @@ class Connector:
             assert isinstance(msg, Message)
             reason = Reason(
                 "api", "AltcraftRejected", f"Altcraft error {rej.code}: {rej.text}", rej.code, rej.text,
-                outcome.request_id,
+                outcome.request_id, rej.debug or None,
             )  # fmt: skip
             self._dead_letter(batch, msg, reason, route.name)
         if batch.resolved:
@@ -378,7 +378,8 @@ class Connector:
     def _submit(self, batch: Batch) -> None:
         route = self._route_of_topic[batch.tp[0]]
         first, last = batch.key_range
-        rid = request_id(self.settings.kafka.group_id, route.settings, batch.tp[0], batch.tp[1], first, last)
+        rid = request_id(self.settings.kafka.group_id, route.settings, batch.tp[0], batch.tp[1], first, last,
+                         self.settings.altcraft.request_id_epoch)  # fmt: skip
         job = SendJob(route.name, route.settings.mode, route.shape, batch.items, rid)
         flight = _InFlight(batch)
         self._inflight[batch] = flight
