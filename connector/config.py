@@ -247,7 +247,7 @@ def _avro_schema_file(path: Path) -> None:
 _BOM = "\ufeff"
 
 
-def header_safe_secret(secret: str) -> str:
+def _header_safe_text(secret: str) -> str:
     """A secret that goes into an HTTP header, as a careful user meant it.
 
     A leading byte order mark and surrounding whitespace (what editors and ``echo`` leave in files) are
@@ -264,7 +264,7 @@ def header_safe_secret(secret: str) -> str:
 def _header_secret(value: SecretStr | None) -> SecretStr | None:
     if value is None:
         return None
-    cleaned = header_safe_secret(value.get_secret_value())
+    cleaned = _header_safe_text(value.get_secret_value())
     if not cleaned:
         raise ValueError("is empty")
     return SecretStr(cleaned)
@@ -798,7 +798,7 @@ def _describe(err: Any) -> str:
     value = err.get("input")
     shown = ""
     if err["type"] not in ("missing", "extra_forbidden") and not isinstance(value, dict | list) and value is not None:
-        shown = " (got a hidden value)" if _looks_secret(loc) else f" (got {_mask(_as_written(value))!r})"
+        shown = " (got a hidden value)" if _looks_secret(loc) else f" (got {_mask(_plain(value))!r})"
     return f"{loc}: {msg}{shown}"
 
 
@@ -840,7 +840,7 @@ def _read_yaml_file(path: Path) -> tuple[Any, list[str]]:
     except UnicodeDecodeError as exc:
         return _UNKNOWN, [f"{path}: not UTF-8 text (byte {exc.start})"]
     try:
-        loader = _Loader(text)
+        loader = _Loader(text)  # checks every character of the text at once
     except yaml.reader.ReaderError as exc:
         return _UNKNOWN, [_reader_problem(exc, text, path)]
     try:
@@ -851,8 +851,6 @@ def _read_yaml_file(path: Path) -> tuple[Any, list[str]]:
         return loader.construct_document(node), problems
     except yaml.MarkedYAMLError as exc:
         return _UNKNOWN, [_syntax_problem(exc, text, path)]
-    except yaml.reader.ReaderError as exc:
-        return _UNKNOWN, [_reader_problem(exc, text, path)]
     finally:
         loader.dispose()
 
@@ -1054,7 +1052,7 @@ def _read_secret_files(raw: dict[str, Any]) -> list[str]:
             section[secret_key] = _FAILED_SECRET
             continue
         try:
-            secret = header_safe_secret(text) if in_header else text.strip()
+            secret = _header_safe_text(text) if in_header else text.strip()
         except ValueError as exc:
             problems.append(f"{where}: in the file, {exc} (got {file!r})")
             section[secret_key] = _FAILED_SECRET
