@@ -9,6 +9,11 @@
 
 Rejections the API reports per item are not exceptions: they arrive as data in a batch outcome, and
 so do the platform's refusals of the configuration (a halt decision of ``sink.classify``).
+
+While one record is prepared (``routing.Route.prepare``), only ``TransientError`` may leave: any other
+exception (a ``RecursionError``, a ``MemoryError``, a bug meeting an input nobody thought of) still
+dead-letters that record, marked unexpected, because a crash would only meet the same record again
+after the restart. Known bad inputs raise a ``RecordError`` subclass naming what is wrong.
 """
 
 from __future__ import annotations
