@@ -645,6 +645,7 @@ class Campaign:
         dead = out.dead
         assert type(dead) is Reason, f"{where}: {out!r}"
         assert dead.stage in STAGES and dead.exception and type(dead.message) is str and dead.message, where
+        dead.message.encode()  # it becomes a header: no lone surrogate may hide in it
         self.counts[f"dead:{dead.stage}"] += 1
 
     def run_json(self, kind: str, rng: random.Random, where: str) -> None:
