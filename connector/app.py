@@ -57,6 +57,7 @@ HOLD_S = 2.0  # pause of a partition whose next record hit a transient fault
 RECORD_OVERHEAD = 400  # bytes a held record costs beyond its value and item (Message object, list slots)
 HALT_LOG_EVERY_S = 60.0
 SEND_FAULT_PAUSE_S = 5.0  # wait before resending a batch whose sender failed unexpectedly
+UNEXPECTED_LOG_EVERY_S = 10.0  # at most one ERROR line this often for records that met an unforeseen fault
 
 
 @dataclass(slots=True, eq=False)
@@ -119,6 +120,9 @@ class Connector:
         self._counts: Counter[tuple[str, ...]] = Counter()  # per-turn metric increments
         self._held_until: dict[TopicPartitionKey, float] = {}
         self._send_paused_until: dict[TopicPartitionKey, float] = {}  # after a sender's own fault
+        self._dlq_halt_shown: str | None = None
+        self._unexpected_logged_at = float("-inf")
+        self._unexpected_unlogged = 0
         dl = settings.dead_letter
         self._breaker = Breaker(dl.breaker_window, dl.breaker_max_share, dl.breaker_max_consecutive)
         self._last_halt_log = 0.0
@@ -250,10 +254,24 @@ class Connector:
             if prepared.skip is not None:
                 counts[("skipped", route.name, prepared.skip)] += 1
             elif prepared.dead is not None:
+                if prepared.unexpected:
+                    self._report_unexpected(tp, msg.offset() or 0, prepared.dead, now)
                 self._dead_letter(batch, msg, prepared.dead, route.name)
                 self._judge(0, 1)
         if route is not None:
             counts[("consumed", route.name)] += consumed
+
+    def _report_unexpected(self, tp: TopicPartitionKey, offset: int, reason: Reason, now: float) -> None:
+        """A record met a fault no rule foresaw (a bug meeting odd input): it is dead-lettered like any
+        bad record, and said loudly, at most once per ``UNEXPECTED_LOG_EVERY_S`` with a count of the rest."""
+        self._unexpected_unlogged += 1
+        if now - self._unexpected_logged_at < UNEXPECTED_LOG_EVERY_S:
+            return
+        log.error("%s[%d] offset %d: unexpected %s at stage %s: %s; the record is dead-lettered (%d such "
+                  "record(s) since the last report)", tp[0], tp[1], offset, reason.exception, reason.stage,
+                  reason.message, self._unexpected_unlogged)  # fmt: skip
+        self._unexpected_logged_at = now
+        self._unexpected_unlogged = 0
 
     def _hold(self, tp: TopicPartitionKey, offset: int, exc: TransientError, now: float) -> None:
         """A record could not be read for a passing reason (e.g. the Schema Registry is down): rewind to it
@@ -398,12 +416,13 @@ class Connector:
         src = self._source
         assert src is not None
         halted = bool(self.halt)
-        self.health.halted = halted
+        self.health.halted = halted or self._dlq.halt_reason is not None
         now = self._clock()
         for tp, until in list(self._held_until.items()):
             if until <= now or tp not in self._lanes:
                 del self._held_until[tp]
         self.metrics.dlq_stalled.set(1 if self._dlq.failing else 0)
+        self._show_dead_letter_halt()
         over_budget = sum(lane.held for lane in self._lanes.values()) > self.settings.batching.max_buffered_bytes
         pause: list[TopicPartitionKey] = []
         resume: list[TopicPartitionKey] = []
@@ -418,6 +437,19 @@ class Connector:
             (pause if backed_up else resume).append(tp)
         src.pause(pause)
         src.resume(resume)
+
+    def _show_dead_letter_halt(self) -> None:
+        """A dead-letter topic that refuses letters for a reason that will not pass by itself (missing,
+        unauthorized, ...) is shown as a halt (gauge and readiness); only the partitions waiting for
+        those letters stall, the others flow on."""
+        reason = self._dlq.halt_reason
+        if reason == self._dlq_halt_shown:
+            return
+        if self._dlq_halt_shown is not None:
+            self.metrics.halted.labels(self._dlq_halt_shown).set(0)
+        if reason is not None:
+            self.metrics.halted.labels(reason).set(1)
+        self._dlq_halt_shown = reason
 
     # 8.
     def _commit_progress(self, now: float, force: bool = False) -> None:
@@ -470,6 +502,8 @@ class Connector:
         self.metrics.inflight.set(len(self._inflight))
         self.metrics.assigned_partitions.set(len(self._lanes))
         reasons = self.halt.reasons()
+        if self._dlq.halt_reason is not None:
+            reasons[self._dlq.halt_reason] = f"the dead-letter topic {self.settings.dead_letter.topic} refuses letters"
         if reasons and self._clock() - self._last_halt_log >= HALT_LOG_EVERY_S:
             self._last_halt_log = self._clock()
             log.error("still halted (%s); nothing is sent, dead-lettered or committed past until the cause is "

@@ -50,6 +50,7 @@ MISSING_TOPIC = "dead_letter_missing_topic"  # the topic does not exist and the 
 UNAUTHORIZED = "dead_letter_unauthorized"  # the producer may not write to the topic, or cannot log in
 FATAL = "dead_letter_fatal"  # the idempotent producer is in a fatal state: only a restart clears it
 REFUSED = "dead_letter_refused"  # any other permanent refusal (invalid record, policy violation, ...)
+METADATA_TIMEOUT_S = 2.0  # asking the broker whether the topic exists, after a delivery timed out
 HALT_REASONS = frozenset({TOO_LARGE, MISSING_TOPIC, UNAUTHORIZED, FATAL, REFUSED})
 
 _SIZE_CODES = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
@@ -220,6 +221,7 @@ class DeadLetters:
         self._retry: deque[tuple[float, _Pending]] = deque()
         self.failing = False  # the last delivery failed and nothing succeeded since
         self._halt_reason: str | None = None
+        self._ask_topic = False  # a delivery timed out: whether the topic exists is asked at the next poll
 
     @property
     def halt_reason(self) -> str | None:
@@ -283,6 +285,11 @@ class DeadLetters:
             self._retry.appendleft((self._clock(), p))
             return
         label = None if verdict == PASSING else verdict
+        if label is None and err.code() == KafkaError._MSG_TIMED_OUT:
+            # librdkafka reports a missing topic as a timeout until its metadata propagation wait
+            # (30 s by default) is over, which is longer than the delivery timeout: the broker is asked
+            # at the next poll() (not from inside a delivery report, where the client would block).
+            self._ask_topic = True
         if not self.failing or label != self._halt_reason:
             log.error(
                 "cannot write to the dead-letter topic %s (%s%s); %s[%d] stalls at offset %d until it works, "
@@ -293,9 +300,24 @@ class DeadLetters:
         self._halt_reason = label
         self._retry.append((self._clock() + RETRY_PAUSE_S, p))
 
+    def _topic_exists(self) -> bool:
+        """Whether the broker knows the dead-letter topic (True when it cannot be asked right now)."""
+        try:
+            meta = self._producer.list_topics(self._topic, timeout=METADATA_TIMEOUT_S)
+        except KafkaException:
+            return True
+        topic = meta.topics.get(self._topic)
+        return topic is not None and topic.error is None
+
     def poll(self) -> None:
         """Serve delivery reports and re-publish failed dead letters whose pause is over."""
         self._producer.poll(0)
+        if self._ask_topic:
+            self._ask_topic = False
+            if self.failing and self._halt_reason is None and not self._topic_exists():
+                self._halt_reason = MISSING_TOPIC
+                log.error("the dead-letter topic %s does not exist; create it (the broker does not create it "
+                          "on demand)", self._topic)  # fmt: skip
         now = self._clock()
         while self._retry and self._retry[0][0] <= now:
             _, p = self._retry.popleft()

@@ -43,7 +43,7 @@ class HealthState:
         if self.stopping:
             return False, "shutting down"
         if self.halted:
-            return False, "halted: Altcraft refused the configuration (see altcraft_connector_halted)"
+            return False, "halted: see altcraft_connector_halted{reason} and the log"
         if not self.joined:
             return False, "not yet joined the consumer group"
         return True, "ok"

@@ -497,9 +497,15 @@ def test_unwritable_dead_letter_topic_stalls_the_partition_then_recovers(
         time.sleep(0.5)
     assert proc.alive(), proc.log_tail()
     assert any("cannot write to the dead-letter topic" in m for m in log_messages(proc))
+    # What an operator sees: the named halt and a pod that is not ready.
+    wait_until(lambda: proc.metric_sum("altcraft_connector_halted", reason="dead_letter_missing_topic") == 1, 30,
+               "the halt naming the missing topic")  # fmt: skip
+    assert httpx.get(f"http://127.0.0.1:{proc.port}/readyz", timeout=5).status_code == 503
     kafka.create_topic(dlq, 1)
     bed.assert_delivered([proc], timeout=60)
     wait_until(lambda: proc.metric_sum("altcraft_connector_dead_letter_stalled") == 0, 10, "the stall to clear")
+    assert proc.metric_sum("altcraft_connector_halted", reason="dead_letter_missing_topic") == 0
+    assert httpx.get(f"http://127.0.0.1:{proc.port}/readyz", timeout=5).status_code == 200
     bed.assert_metrics_match_emulator(proc)
 
 
