@@ -7,6 +7,7 @@ are in :mod:`connector.config.checks`, the root :class:`~connector.config.Settin
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -244,6 +245,13 @@ class RouteSettings(_Frozen):
     # Avro routes: an .avsc file the records are read as (Avro schema resolution from each writer
     # schema), so that older and newer writers read alike; absent: as written.
     reader_schema: Path | None = None
+    # JSON routes: column -> type, for records that come without a schema block (Debezium's JSON
+    # converter with schemas.enable=false): date, time, micro-time, nano-time, timestamp,
+    # micro-timestamp, nano-timestamp, zoned-timestamp, decimal(<scale>), variable-decimal, json,
+    # text (sent as it is), or a Debezium type name (io.debezium.time.Date).
+    column_types: dict[str, str] = Field(default_factory=dict)
+    # A column set to NULL: clear the Altcraft field it maps to (send null), or ignore it (send nothing).
+    nulls: Literal["clear", "ignore"] = "clear"
 
     # The checks spanning fields sit on the later field and read the earlier ones from info.data, where
     # a field is only when it was valid: each runs whenever what it needs is known.
@@ -281,6 +289,37 @@ class RouteSettings(_Frozen):
             raise ValueError(f"reader_schema applies to Avro formats, not {fmt.value}")
         _avro_schema_file(v)
         return v
+
+    @field_validator("column_types")
+    @classmethod
+    def _known_column_types(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        fmt = info.data.get("format")
+        if v and fmt is not None and fmt in AVRO_FORMATS:
+            raise ValueError(f"column_types applies to JSON formats, not {fmt.value} (Avro schemas carry the types)")
+        unknown = sorted(f"{col}: {name}" for col, name in v.items() if not _COLUMN_TYPE.fullmatch(name))
+        if unknown:
+            raise ValueError(
+                f"unknown column types ({'; '.join(unknown)}): expected {', '.join(COLUMN_TYPE_NAMES)}, "
+                "decimal(<scale>) or a Debezium type name"
+            )
+        return v
+
+
+# The types routes[].column_types may name (connector.decode.logical turns each into its converter).
+COLUMN_TYPE_NAMES = (
+    "date", "time", "micro-time", "nano-time", "timestamp", "micro-timestamp", "nano-timestamp",
+    "zoned-timestamp", "variable-decimal", "json", "text",
+)  # fmt: skip
+_DEBEZIUM_TYPE_NAMES = (
+    "io.debezium.time.Date", "io.debezium.time.Time", "io.debezium.time.MicroTime", "io.debezium.time.NanoTime",
+    "io.debezium.time.Timestamp", "io.debezium.time.MicroTimestamp", "io.debezium.time.NanoTimestamp",
+    "io.debezium.time.ZonedTimestamp", "io.debezium.data.VariableScaleDecimal", "io.debezium.data.Json",
+    "org.apache.kafka.connect.data.Date", "org.apache.kafka.connect.data.Time",
+    "org.apache.kafka.connect.data.Timestamp",
+)  # fmt: skip
+_COLUMN_TYPE = re.compile(
+    "|".join(re.escape(n) for n in (*COLUMN_TYPE_NAMES, *_DEBEZIUM_TYPE_NAMES)) + r"|decimal\(-?\d{1,3}\)"
+)
 
 
 class DeadLetterSettings(_Frozen):
