@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -158,6 +159,12 @@ class FakeProducer:
     def poll(self, _timeout: float) -> int:
         return 0
 
+    topic_exists = True  # what the broker's metadata says of the dead-letter topic
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        error = None if self.topic_exists else KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
+        return SimpleNamespace(topics={topic: SimpleNamespace(error=error)})
+
     def flush(self, _timeout: float) -> int:
         return len(self.queued)
 
@@ -166,6 +173,7 @@ class FakeProducer:
 def producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
     FakeProducer.refuse_over = None
     FakeProducer.refuse_with = None
+    FakeProducer.topic_exists = True
     monkeypatch.setattr(dlq, "Producer", FakeProducer)
     return FakeProducer
 
@@ -237,6 +245,8 @@ def test_other_refusals_never_raise_stall_with_a_reason_and_clear_on_the_next_de
     letters.poll()
     producer.last.answer(KafkaError._MSG_TIMED_OUT)
     assert (letters.failing, letters.halt_reason) == (True, None)  # stalled, but nothing to name
+    letters.poll()  # the broker is asked about the topic: it exists, so still nothing to name
+    assert (letters.failing, letters.halt_reason) == (True, None)
     clock.now += dlq.RETRY_PAUSE_S
     letters.poll()
     producer.last.answer()
@@ -259,3 +269,14 @@ def test_a_stall_is_logged_once_per_change_without_the_value(
     assert "dead_letter_unauthorized" in errors[0] and "src[0] stalls at offset 7" in errors[0]
     assert "dead_letter_refused" in errors[1] and "offset 8" in errors[1]
     assert not any("secret-value" in r.getMessage() for r in caplog.records)
+
+
+def test_a_delivery_timeout_on_a_missing_topic_is_named_after_asking_the_broker(producer: type[FakeProducer]) -> None:
+    clock = FakeClock()
+    letters = DeadLetters({}, "dlq", clock=clock)
+    producer.topic_exists = False
+    letters.publish(_msg(b"v"), Reason("decode", "E", "m"), lambda: None)
+    producer.last.answer(KafkaError._MSG_TIMED_OUT)  # librdkafka's word while it waits for the metadata
+    assert (letters.failing, letters.halt_reason) == (True, None)
+    letters.poll()
+    assert (letters.failing, letters.halt_reason) == (True, MISSING_TOPIC)
