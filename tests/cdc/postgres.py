@@ -188,7 +188,7 @@ class PostgresServer:
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.user = run_as_user()
-        self.bindir = reachable_bindir(find_bindir(), self.user)
+        self.bindir = find_bindir()  # made reachable for self.user in start(), timed with it
         self.work_dir = Path(tempfile.mkdtemp(prefix="cdc-postgres-"))
         self.data_dir = self.work_dir / "data"
         self.log_path = self.work_dir / "postgres.log"
@@ -216,6 +216,7 @@ class PostgresServer:
             return self
         if not (self.data_dir / "PG_VERSION").is_file():
             began = time.monotonic()
+            self.bindir = reachable_bindir(self.bindir, self.user)
             self._initdb()
             self.init_s = time.monotonic() - began
         began = time.monotonic()
