@@ -122,8 +122,8 @@ class CdcBed:
         """Start a Debezium PostgreSQL connector on ``tables``; returns its topic prefix.
 
         The topic of table ``schema.table`` is ``<prefix>.<schema>.<table>``. ``schemas``: JsonConverter's
-        ``schemas.enable`` for key and value; ``unwrap``: the ExtractNewRecordState SMT (deletes become
-        tombstones plus ``__deleted``-free rows: ``delete.tombstone.handling.mode=tombstone``).
+        ``schemas.enable`` for key and value; ``unwrap``: the ExtractNewRecordState SMT named ``unwrap``
+        with Debezium's defaults (``props`` sets ``transforms.unwrap.*`` options such as ``add.fields``).
         ``snapshot_mode``: ``no_data`` streams changes made from now on only; ``initial`` also reads
         the rows already there (``op: r``). Returns once the replication slot is active.
         """
@@ -163,7 +163,6 @@ class CdcBed:
             config |= {
                 "transforms": "unwrap",
                 "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
-                "transforms.unwrap.delete.tombstone.handling.mode": "tombstone",
             }
         config |= dict(props or {})
         self.connect.put_connector(name, config)
