@@ -28,15 +28,26 @@ def _compile(path: str) -> Path:
     return tuple(path.split("."))
 
 
+class _Absent:
+    """A path that reaches no value (a missing key, a placeholder): unlike null, it is never sent."""
+
+    __slots__ = ()
+
+
+ABSENT: Any = _Absent()
+
+
 def _get(row: dict[str, Any], path: Path) -> Any:
+    """The value at ``path``: :data:`ABSENT` when it leads nowhere, None when it (or an object on the
+    way: a column or document set to NULL) is null."""
     node: Any = row
     for key in path:
         if type(node) is not dict:
-            return None
-        node = node.get(key)
-        if node is None:
-            return None
-    return None if node == UNAVAILABLE else node
+            return ABSENT
+        node = node.get(key, ABSENT)
+        if node is None or node is ABSENT:
+            return node
+    return ABSENT if node == UNAVAILABLE else node
 
 
 # The JSON writer refuses objects nested deeper than this, so no deeper value could ever be sent; the
@@ -49,6 +60,8 @@ class _TooDeep(Exception):
 
 
 def _strip_nested(value: Any, depth: int = 1) -> Any:
+    # Placeholders are taken out at decoding (at any depth, arrays too); this pass guards rows of other
+    # origins and bounds the nesting.
     if type(value) is dict:
         if depth > MAX_DEPTH:
             raise _TooDeep
@@ -77,7 +90,13 @@ class MappedItem:
 
 
 class Mapper:
-    """Compiled field mapping of one route."""
+    """Compiled field mapping of one route.
+
+    Nulls: a column present with null clears the field it maps to (``null`` is sent), unless the route
+    says ``nulls: ignore``; a column absent from the row (not in the event, or a Debezium placeholder)
+    is never sent. The matching fields and ``email`` are never sent as null: a profile is found by
+    them, and Altcraft deletes no email.
+    """
 
     def __init__(self, route: RouteSettings) -> None:
         compiled = [(dst, _compile(src)) for dst, src in route.fields.items()]
@@ -95,6 +114,8 @@ class Mapper:
         else:
             self._match = _MATCH_FIELDS[route.matching]
         self._matching = route.matching
+        self._clear = route.nulls == "clear"
+        self._never_null = tuple(dict.fromkeys(("email", *self._match)))
 
     @property
     def fields_only(self) -> bool:
@@ -111,21 +132,38 @@ class Mapper:
     def fields(self, row: dict[str, Any]) -> dict[str, Any]:
         """The profile fields of a row (all of :meth:`map` when :attr:`fields_only`)."""
         get = row.get
-        out = {dst: v for dst, src in self._simple if (v := get(src)) is not None}
+        clear = self._clear
+        if clear:
+            absent = ABSENT
+            out = {dst: v for dst, src in self._simple if (v := get(src, absent)) is not absent}
+        else:
+            out = {dst: v for dst, src in self._simple if (v := get(src)) is not None}
         for dst, path in self._nested:
             v = _get(row, path)
-            if v is not None:
+            if v is not ABSENT and (clear or v is not None):
                 out[dst] = v
         if self._pass:
             consumed = self._consumed
             try:
-                rest = {k: _strip_nested(v) for k, v in row.items() if k not in consumed and v != UNAVAILABLE}
+                if clear:
+                    rest = {k: _strip_nested(v) for k, v in row.items() if k not in consumed and v != UNAVAILABLE}
+                else:
+                    rest = {
+                        k: _strip_nested(v)
+                        for k, v in row.items()
+                        if k not in consumed and v is not None and v != UNAVAILABLE
+                    }
             except _TooDeep:
                 raise _too_deep(row, consumed) from None
             rest.update(out)
             out = rest
         if self._constants:
             out.update(self._constants)
+        if clear:
+            found = out.get
+            for name in self._never_null:
+                if found(name, 0) is None:
+                    del out[name]
         self._check_match(out)
         return out
 
@@ -145,4 +183,4 @@ class Mapper:
 
     @staticmethod
     def _pick(row: dict[str, Any], paths: list[tuple[str, Path]]) -> dict[str, Any]:
-        return {k: v for k, p in paths if (v := _get(row, p)) is not None}
+        return {k: v for k, p in paths if (v := _get(row, p)) is not None and v is not ABSENT}

@@ -13,10 +13,12 @@ what is wrong; anything else is still dead-lettered, with the stage it happened 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from connector.config import OpAction, RouteSettings
+from connector.config import Format, OpAction, RouteSettings
 from connector.decode import Decoder, json_decoder
+from connector.decode.json_events import JsonDecoder, UndeclaredEncoding
 from connector.dlq import Reason
 from connector.errors import MappingError, RecordError, RecordTooLarge, TransientError
 from connector.mapping import Mapper
@@ -47,7 +49,8 @@ class Route:
     ) -> None:
         self.settings = settings
         self.name = settings.name
-        self.decode: Decoder = decoder or json_decoder(settings.format)
+        self.decode: Decoder = _route_decoder(settings, decoder)
+        self._warned: set[str] = set()  # columns whose undeclared encoding was logged
         self.mapper = Mapper(settings)
         self.shape: BodyShape = body_shape(settings)
         self._fields_only = self.mapper.fields_only
@@ -89,12 +92,35 @@ class Route:
                     f"the item is {len(item)} bytes; with the request envelope it exceeds the body limit"
                 )
             return item
+        except UndeclaredEncoding as exc:
+            self._warn_once(exc)
+            return Unsent(dead=Reason(exc.stage, type(exc).__name__, str(exc)))
         except RecordError as exc:
             return Unsent(dead=Reason(exc.stage, type(exc).__name__, str(exc)))
         except TransientError:
             raise  # the loop holds the partition and reads this record again later
         except Exception as exc:  # the last resort: RecursionError, MemoryError, a bug meeting odd input
             return Unsent(dead=Reason(stage, type(exc).__name__, _message(exc)), unexpected=True)
+
+    def _warn_once(self, exc: UndeclaredEncoding) -> None:
+        """A misconfiguration, not a bad record: said once per column in the log, besides the dead letters."""
+        if exc.column not in self._warned:
+            self._warned.add(exc.column)
+            log.warning("route %s: records are dead-lettered: %s", self.name, exc)
+
+
+def _route_decoder(settings: RouteSettings, decoder: Decoder | None) -> Decoder:
+    """The decoder a route reads with. The stock JSON decoders know nothing of the route; for JSON
+    formats the route's own one replaces them, with its ``column_types`` and the check for undeclared
+    Debezium encodings in the columns its ``fields`` read."""
+    fmt = settings.format
+    if fmt in _JSON_FORMATS and (decoder is None or decoder is json_decoder(fmt)):
+        return JsonDecoder(fmt is Format.DEBEZIUM_JSON, settings.column_types, settings.fields)
+    return decoder or json_decoder(fmt)
+
+
+_JSON_FORMATS = (Format.JSON, Format.DEBEZIUM_JSON)
+log = logging.getLogger(__name__)
 
 
 class _OpRefused(MappingError):

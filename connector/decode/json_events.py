@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from connector.decode.envelope import from_envelope, from_flat
+from connector.decode.logical import (
+    ALTCRAFT_DATE_FIELDS,
+    Converter,
+    column_type_converter,
+    converter,
+    is_custom_field,
+    list_converter,
+    looks_like_base64_decimal,
+)
+from connector.decode.logical import convert_temporal as logical_temporal
 from connector.errors import DecodeError
 from connector.models import ChangeEvent
 
 TOMBSTONE = ChangeEvent("tombstone", None)
-_EPOCH = dt.date(1970, 1, 1)
 
 
 def _not_json(exc: orjson.JSONDecodeError) -> DecodeError:
@@ -34,8 +43,13 @@ def decode_plain_json(value: bytes | None) -> ChangeEvent:
 
 def decode_debezium_json(value: bytes | None) -> ChangeEvent:
     """Debezium's JSON converter output, schemas enabled or not, envelope or flattened."""
+    return _debezium(value)[0]
+
+
+def _debezium(value: bytes | None) -> tuple[ChangeEvent, bool]:
+    """The event, and whether it came with a schema block (its logical types already converted)."""
     if value is None:
-        return TOMBSTONE
+        return TOMBSTONE, True
     try:
         doc = orjson.loads(value)  # inline rather than in a helper: this runs once per record
     except orjson.JSONDecodeError as exc:
@@ -46,15 +60,97 @@ def decode_debezium_json(value: bytes | None) -> ChangeEvent:
     if "payload" in doc and "schema" in doc:
         schema, doc = doc["schema"], doc["payload"]
         if doc is None:
-            return TOMBSTONE
+            return TOMBSTONE, True
         if type(doc) is not dict:
             raise DecodeError("payload is not an object")
         if schema is not None and type(schema) is not dict:
             raise DecodeError(f"schema is {_a(schema)}, not an object")
     event = from_envelope(doc)
-    if schema and event.row:
+    if not schema:
+        return event, False
+    if event.row:
         event = ChangeEvent(event.op, _apply_logical_types(event.row, schema, event.op), event.source_ts_ms)
-    return event
+    return event, True
+
+
+class UndeclaredEncoding(DecodeError):
+    """A schemaless Debezium record holds a value in an encoding no Altcraft field takes (a day count
+    for a date field, a base64 decimal), and the route did not declare the column's type."""
+
+    def __init__(self, message: str, column: str) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+class JsonDecoder:
+    """A JSON route's decoder: the stock one, plus the route's ``column_types`` for records that come
+    without a schema block, plus (``debezium-json``) the check for undeclared Debezium encodings.
+
+    The check (see the README, "Debezium values"): in a record without a schema, a column read by a
+    ``fields`` entry that has no declared type fails the record with :class:`UndeclaredEncoding` when
+    it holds an integer for one of Altcraft's date fields (``_bdate``, ``_regdate``), or, for a custom
+    field, text that is padded base64 of at most 32 bytes (a decimal as Debezium writes it by default;
+    Altcraft's own fields hold names, addresses and dates, never a decimal).
+    """
+
+    def __init__(
+        self, debezium: bool, column_types: Mapping[str, str] | None = None, fields: Mapping[str, str] | None = None
+    ) -> None:
+        declared = dict(column_types or {})
+        self._debezium = debezium
+        self._typed = [(col, conv) for col, name in declared.items() if (conv := column_type_converter(name))]
+        top = [(dst, src) for dst, src in (fields or {}).items() if "." not in src and src not in declared]
+        self._date_columns = [(src, dst) for dst, src in top if dst in ALTCRAFT_DATE_FIELDS] if debezium else []
+        self._number_columns = [(src, dst) for dst, src in top if is_custom_field(dst)] if debezium else []
+
+    def __call__(self, value: bytes | None) -> ChangeEvent:
+        if self._debezium:
+            event, with_schema = _debezium(value)
+        else:
+            event, with_schema = decode_plain_json(value), False
+        row = event.row
+        if with_schema or not row:
+            return event
+        if self._typed:
+            row = _convert_columns(row, self._typed)
+        for col, dst in self._date_columns:
+            v = row.get(col)
+            if type(v) is int:
+                raise UndeclaredEncoding(
+                    f"column {col!r} (Altcraft field {dst}) is the number {v}: without a schema Debezium writes "
+                    f"dates and timestamps as numbers. Declare the column in routes[].column_types ({col}: date, "
+                    "or timestamp / micro-timestamp / nano-timestamp), or let Debezium send schemas "
+                    "(value.converter.schemas.enable=true)",
+                    col,
+                )
+        for col, dst in self._number_columns:
+            v = row.get(col)
+            if type(v) is str and looks_like_base64_decimal(v):
+                raise UndeclaredEncoding(
+                    f"column {col!r} (Altcraft field {dst}) is {v!r}, base64 as Debezium writes a decimal "
+                    f"without a schema. Declare it in routes[].column_types ({col}: decimal(<scale>); "
+                    f"{col}: text if it is text), set Debezium's decimal.handling.mode=string or double, or let "
+                    "Debezium send schemas (value.converter.schemas.enable=true)",
+                    col,
+                )
+        return event if row is event.row else ChangeEvent(event.op, row, event.source_ts_ms)
+
+
+def _convert_columns(row: dict[str, Any], typed: list[tuple[str, Converter]]) -> dict[str, Any]:
+    out = row
+    for col, convert in typed:
+        v = row.get(col)
+        if v is None:
+            continue
+        try:
+            converted = convert(v)
+        except ValueError as exc:
+            raise DecodeError(f"{col}: {exc}") from None
+        if converted is not v:
+            if out is row:
+                out = dict(row)
+            out[col] = converted
+    return out
 
 
 def _row_fields(schema: dict[str, Any], op: str) -> list[dict[str, Any]]:
@@ -67,7 +163,8 @@ def _row_fields(schema: dict[str, Any], op: str) -> list[dict[str, Any]]:
 
 
 def _apply_logical_types(row: dict[str, Any], schema: dict[str, Any], op: str) -> dict[str, Any]:
-    """Turn Debezium's numeric temporal encodings into the strings Altcraft fields expect.
+    """Turn Debezium's and Connect's encodings (temporal numbers, base64 decimals, JSON text) into the
+    values Altcraft fields take, as :mod:`connector.decode.logical` says.
 
     The schema block is walked without checks (it runs once per record); a malformed one raises here
     and is described by :func:`_schema_problem`, off the hot path.
@@ -75,13 +172,23 @@ def _apply_logical_types(row: dict[str, Any], schema: dict[str, Any], op: str) -
     out = row
     try:
         for f in _row_fields(schema, op):
-            name, logical = f.get("field"), f.get("name")
-            if not logical or name not in row:
-                continue
-            v = row[name]
+            logical = f.get("name")
+            name = f.get("field")
             try:
-                converted = convert_temporal(logical, v)
-            except DecodeError as exc:
+                if logical is not None:
+                    convert = converter(logical, f.get("parameters"))
+                elif f.get("type") == "array" and type(items := f.get("items")) is dict and items.get("name"):
+                    item = converter(items.get("name"), items.get("parameters"))
+                    convert = list_converter(item) if item is not None else None
+                else:
+                    continue
+                if convert is None or name not in row:
+                    continue
+                v = row[name]
+                if v is None:
+                    continue
+                converted = convert(v)
+            except ValueError as exc:
                 raise DecodeError(f"{name}: {exc}") from None
             if converted is not v:
                 if out is row:
@@ -125,33 +232,13 @@ def _a(value: Any) -> str:
     return kind or "a number"
 
 
-_DATES = ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date")
-_MILLIS = ("io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp")
-
-
 def convert_temporal(logical: str, v: Any) -> Any:
     """Debezium / Kafka Connect temporal logical types -> ISO strings; other values unchanged.
 
     Raises :class:`DecodeError` for a value outside the dates and times Python represents (years 1 to
     9999): a real column never holds one, so the record is corrupt.
     """
-    if type(v) is not int:
-        return v
     try:
-        if logical in _DATES:
-            return (_EPOCH + dt.timedelta(days=v)).isoformat()
-        if logical in _MILLIS:
-            return _iso(v / 1000)
-        if logical == "io.debezium.time.MicroTimestamp":
-            return _iso(v / 1_000_000)
-        if logical == "io.debezium.time.NanoTimestamp":
-            return _iso(v / 1_000_000_000)
-    except (OverflowError, ValueError, OSError):
-        if logical in _DATES:
-            raise DecodeError(f"day count {v} is outside the representable dates") from None
-        raise DecodeError(f"{logical.rsplit('.', 1)[-1]} {v} is outside the representable times") from None
-    return v
-
-
-def _iso(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+        return logical_temporal(logical, v)
+    except ValueError as exc:
+        raise DecodeError(str(exc)) from None
