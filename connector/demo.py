@@ -36,7 +36,7 @@ PARTITIONS = 4  # the mock cluster creates topics with four partitions
 
 def run_demo(events: int, seed: int, partitions: int = PARTITIONS) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    stream = generate(events, partitions, seed=seed)
+    stream = generate(events, partitions, seed=seed, schemas=True)
     print(f"demo: {events} Debezium change events over {partitions} partitions "
           f"({sum(1 for e in stream.events if e.expect.startswith('dead'))} invalid on purpose)")  # fmt: skip
 
@@ -231,10 +231,7 @@ def _text(v: str | bytes | None) -> str:
 
 def _quantiles(registry: CollectorRegistry, name: str, qs: tuple[float, ...]) -> list[float]:
     buckets = sorted(
-        (float(s.labels["le"]), s.value)
-        for m in registry.collect()
-        for s in m.samples
-        if s.name == name + "_bucket"
+        (float(s.labels["le"]), s.value) for m in registry.collect() for s in m.samples if s.name == name + "_bucket"
     )
     count = buckets[-1][1] if buckets else 0
     out = []
