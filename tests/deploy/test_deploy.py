@@ -14,8 +14,8 @@ Every overlay is rendered with kustomize and then:
 
 Copies of deploy/ with one deliberate mistake prove that each gate actually fails.
 
-The tools come from .ci/install-deploy-tools.sh (into .cache/deploy-tools/bin, or $DEPLOY_TOOLS_DIR/bin).
-A missing tool fails the test with that hint: nothing is installed from here.
+The tools come from .ci/install-deploy-tools.sh (into .cache/deploy-tools/bin, or $DEPLOY_TOOLS_DIR/bin),
+which tests/deploy/conftest.py runs on first use; an install that fails fails these tests.
 """
 
 from __future__ import annotations
@@ -44,11 +44,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from connector.config import ENV_PREFIX, PASSTHROUGH_MAPS, ObservabilitySettings, kafka_common_props, load_settings
+from tests.deploy.tools import INSTALL_SCRIPT, REPO, tools_bin
 
-REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-INSTALL_SCRIPT = ".ci/install-deploy-tools.sh"
-TOOLS_BIN = Path(os.environ.get("DEPLOY_TOOLS_DIR", REPO / ".cache" / "deploy-tools")) / "bin"
+TOOLS_BIN = tools_bin()
 
 OVERLAYS = ("dev", "prod")
 # Kubernetes versions whose schemas the rendered objects must satisfy (oldest supported, recent).
