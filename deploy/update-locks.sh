@@ -5,12 +5,12 @@
 #
 # - deploy/requirements.lock        runtime dependencies of the image (from pyproject.toml)
 # - deploy/build-requirements.lock  the build backend of the image's build stage
-# - deploy/tools/requirements.lock  the offline validators of tests/unit/test_deploy.py
+# - deploy/tools/requirements.lock  the offline validators of tests/deploy/test_deploy.py
 #
 # pip-tools runs from a throwaway virtualenv (pinned below) so that it never lands in the project's
 # .venv. Resolution happens for the Python that runs this script: use Python 3.11 on Linux, the
 # image's interpreter. The hashes cover every published wheel and sdist of each pinned version,
-# so the locks install on amd64 and arm64 alike. tests/unit/test_deploy.py checks that the runtime
+# so the locks install on amd64 and arm64 alike. tests/deploy/test_deploy.py checks that the runtime
 # lock still satisfies pyproject.toml.
 set -euo pipefail
 
@@ -34,4 +34,4 @@ compile() {
 compile --output-file deploy/requirements.lock pyproject.toml
 compile --output-file deploy/build-requirements.lock deploy/build-requirements.in
 compile --output-file deploy/tools/requirements.lock deploy/tools/requirements.in
-echo "locks updated; rebuild the image and run: .ci/install-deploy-tools.sh && .venv/bin/pytest tests/unit/test_deploy.py"
+echo "locks updated; rebuild the image and run: .ci/install-deploy-tools.sh && .venv/bin/pytest tests/deploy/test_deploy.py"
