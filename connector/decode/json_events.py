@@ -41,38 +41,6 @@ def decode_plain_json(value: bytes | None) -> ChangeEvent:
     return from_flat(doc, default_op="u")
 
 
-def decode_debezium_json(value: bytes | None) -> ChangeEvent:
-    """Debezium's JSON converter output, schemas enabled or not, envelope or flattened."""
-    return _debezium(value)[0]
-
-
-def _debezium(value: bytes | None) -> tuple[ChangeEvent, bool]:
-    """The event, and whether it came with a schema block (its logical types already converted)."""
-    if value is None:
-        return TOMBSTONE, True
-    try:
-        doc = orjson.loads(value)  # inline rather than in a helper: this runs once per record
-    except orjson.JSONDecodeError as exc:
-        raise _not_json(exc) from None
-    if type(doc) is not dict:
-        raise DecodeError(f"expected a JSON object, got {type(doc).__name__}")
-    schema = None
-    if "payload" in doc and "schema" in doc:
-        schema, doc = doc["schema"], doc["payload"]
-        if doc is None:
-            return TOMBSTONE, True
-        if type(doc) is not dict:
-            raise DecodeError("payload is not an object")
-        if schema is not None and type(schema) is not dict:
-            raise DecodeError(f"schema is {_a(schema)}, not an object")
-    event = from_envelope(doc)
-    if not schema:
-        return event, False
-    if event.row:
-        event = ChangeEvent(event.op, _apply_logical_types(event.row, schema, event.op), event.source_ts_ms)
-    return event, True
-
-
 class UndeclaredEncoding(DecodeError):
     """A schemaless Debezium record holds a value in an encoding no Altcraft field takes (a day count
     for a date field, a base64 decimal), and the route did not declare the column's type."""
@@ -102,17 +70,66 @@ class JsonDecoder:
         top = [(dst, src) for dst, src in (fields or {}).items() if "." not in src and src not in declared]
         self._date_columns = [(src, dst) for dst, src in top if dst in ALTCRAFT_DATE_FIELDS] if debezium else []
         self._number_columns = [(src, dst) for dst, src in top if is_custom_field(dst)] if debezium else []
+        self._date_keys = tuple(col for col, _ in self._date_columns)
+        self._number_keys = tuple(col for col, _ in self._number_columns)
 
     def __call__(self, value: bytes | None) -> ChangeEvent:
-        if self._debezium:
-            event, with_schema = _debezium(value)
-        else:
-            event, with_schema = decode_plain_json(value), False
-        row = event.row
-        if with_schema or not row:
+        if not self._debezium:
+            event = decode_plain_json(value)
+            return self._schemaless(event) if self._typed and event.row else event
+        # Debezium's JSON converter output, schemas enabled or not, envelope or flattened. Written out
+        # here rather than in helpers: this runs once per record.
+        if value is None:
+            return TOMBSTONE
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise _not_json(exc) from None
+        if type(doc) is not dict:
+            raise DecodeError(f"expected a JSON object, got {type(doc).__name__}")
+        schema = None
+        if "payload" in doc and "schema" in doc:
+            schema, doc = doc["schema"], doc["payload"]
+            if doc is None:
+                return TOMBSTONE
+            if type(doc) is not dict:
+                raise DecodeError("payload is not an object")
+            if schema is not None and type(schema) is not dict:
+                raise DecodeError(f"schema is {_a(schema)}, not an object")
+        event = from_envelope(doc)
+        if not event.row:
             return event
+        if schema:
+            return ChangeEvent(event.op, _apply_logical_types(event.row, schema, event.op), event.source_ts_ms)
+        if self._typed:
+            return self._schemaless(event)
+        get = event.row.get  # the check of _schemaless, inline for the common case: no declared types
+        for col in self._date_keys:
+            if type(get(col)) is int:
+                self._undeclared_date(event.row)
+        for col in self._number_keys:
+            v = get(col)
+            if type(v) is str and v[-1:] == "=":
+                self._undeclared_decimal(event.row)
+        return event
+
+    def _schemaless(self, event: ChangeEvent) -> ChangeEvent:
+        """A row that came without a schema: the declared types applied, then the check."""
+        row = event.row
+        assert row is not None
         if self._typed:
             row = _convert_columns(row, self._typed)
+        get = row.get
+        for col in self._date_keys:
+            if type(get(col)) is int:
+                self._undeclared_date(row)
+        for col in self._number_keys:
+            v = get(col)
+            if type(v) is str and v[-1:] == "=":  # base64 padding: the pattern is checked off the hot path
+                self._undeclared_decimal(row)
+        return event if row is event.row else ChangeEvent(event.op, row, event.source_ts_ms)
+
+    def _undeclared_date(self, row: dict[str, Any]) -> None:
         for col, dst in self._date_columns:
             v = row.get(col)
             if type(v) is int:
@@ -123,6 +140,8 @@ class JsonDecoder:
                     "(value.converter.schemas.enable=true)",
                     col,
                 )
+
+    def _undeclared_decimal(self, row: dict[str, Any]) -> None:
         for col, dst in self._number_columns:
             v = row.get(col)
             if type(v) is str and looks_like_base64_decimal(v):
@@ -133,7 +152,6 @@ class JsonDecoder:
                     "Debezium send schemas (value.converter.schemas.enable=true)",
                     col,
                 )
-        return event if row is event.row else ChangeEvent(event.op, row, event.source_ts_ms)
 
 
 def _convert_columns(row: dict[str, Any], typed: list[tuple[str, Converter]]) -> dict[str, Any]:
@@ -242,3 +260,8 @@ def convert_temporal(logical: str, v: Any) -> Any:
         return logical_temporal(logical, v)
     except ValueError as exc:
         raise DecodeError(str(exc)) from None
+
+
+# Debezium's JSON converter output with nothing declared (the decoder of ``format: debezium-json`` before
+# a route adds its column types and checks).
+decode_debezium_json = JsonDecoder(debezium=True)
