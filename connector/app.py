@@ -39,6 +39,8 @@ from connector.decode import build_decoder
 from connector.dlq import DeadLetters, Reason
 from connector.errors import TransientError
 from connector.health import HealthServer, HealthState
+from connector.kafka_signals import KafkaSignals
+from connector.logs import DeadLetterLog
 from connector.metrics import Metrics
 from connector.models import SendOutcome, TopicPartitionKey
 from connector.routing import Route, Unsent
@@ -82,6 +84,8 @@ class Connector:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        self._kafka_signals = [KafkaSignals(self.metrics, client, clock=clock) for client in ("consumer", "producer")]
+        self._dead_letter_log = DeadLetterLog()
         self.health = HealthState()
         self.halt = HaltState()
         self._clock = clock
@@ -102,11 +106,11 @@ class Connector:
         )
         self._senders = ThreadPoolExecutor(settings.altcraft.max_in_flight, thread_name_prefix="sender")
         common = kafka_common_props(settings)
-        producer_props = {**common, **settings.kafka.producer}
+        producer_props = {**self._kafka_signals[1].props(), **common, **settings.kafka.producer}
         producer_props.setdefault("message.timeout.ms", int(settings.dead_letter.delivery_timeout_s * 1000))
         self._dlq = DeadLetters(producer_props, settings.dead_letter.topic, clock=clock)
         self._consumer_props: dict[str, Any] = {
-            **common, **settings.kafka.consumer, "group.id": settings.kafka.group_id,
+            **self._kafka_signals[0].props(), **common, **settings.kafka.consumer, "group.id": settings.kafka.group_id,
         }  # fmt: skip
         self._source: KafkaSource | None = None
         self._health_server = (
@@ -292,6 +296,7 @@ class Connector:
             if batch.resolved:
                 self._resolve(batch)
 
+        self._dead_letter_log.record(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, reason, self._clock())
         self._dlq.publish(msg, reason, done)
 
     def _resolve(self, batch: Batch) -> None:
@@ -332,6 +337,8 @@ class Connector:
         self.metrics.engaged.labels(route.name).inc(outcome.accepted)
         self.metrics.batch_records.observe(len(batch.items))
         self.metrics.batch_latency.observe(max(0.0, self._clock() - batch.opened_at))
+        if outcome.accepted and isinstance(oldest := batch.sources[0], Message):
+            self.metrics.observe_freshness(oldest.timestamp(), time.time())
         batch.items = []
         batch.held = 0
         for rej in outcome.rejected:
@@ -501,6 +508,9 @@ class Connector:
         assert src is not None
         self.metrics.inflight.set(len(self._inflight))
         self.metrics.assigned_partitions.set(len(self._lanes))
+        for signals in self._kafka_signals:
+            signals.tick(self._clock())
+        self._dead_letter_log.flush(self._clock())
         reasons = self.halt.reasons()
         if self._dlq.halt_reason is not None:
             reasons[self._dlq.halt_reason] = f"the dead-letter topic {self.settings.dead_letter.topic} refuses letters"

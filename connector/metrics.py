@@ -1,11 +1,41 @@
-"""Every metric, defined once against an injected registry. Updated per batch, not per record."""
+"""Every metric, defined once against an injected registry. Updated per batch, not per record.
+
+Besides the connector's own metrics, the registry gets the standard process (``process_*``: memory,
+CPU, open files), platform (``python_info``) and garbage-collector (``python_gc_*``) collectors, and
+``altcraft_connector_build_info``.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+from importlib import metadata
+
+import confluent_kafka
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _BATCH_BUCKETS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 7500, 10000)
+# From seconds (a connector keeping up) to a day (a backfill, or a connector that was down).
+_FRESHNESS_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0, 86400.0)
+# The librdkafka clients whose errors and statistics are exported (label ``client``).
+KAFKA_CLIENTS = ("consumer", "producer")
+DISTRIBUTION = "altcraft-kafka-connector"
+
+
+def version() -> str:
+    """The installed package's version ("unknown" when run from a tree that was never installed)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class Metrics:
@@ -33,9 +63,7 @@ class Metrics:
             p + "requests_deduplicated", "Requests Altcraft answered as duplicates of an earlier Request-ID.",
             ["endpoint"], registry=registry,
         )  # fmt: skip
-        self.retries = Counter(
-            p + "retries", "Requests retried, by reason.", ["endpoint", "reason"], registry=registry
-        )
+        self.retries = Counter(p + "retries", "Requests retried, by reason.", ["endpoint", "reason"], registry=registry)
         self.request_duration = Histogram(
             p + "request_duration_seconds", "Duration of one HTTP request to Altcraft.", ["endpoint"],
             buckets=_LATENCY_BUCKETS, registry=registry,
@@ -77,3 +105,46 @@ class Metrics:
         self.assigned_partitions = Gauge(
             p + "assigned_partitions", "Partitions assigned to this member.", registry=registry
         )
+        # -- what runs, and whether its neighbours answer
+        self.build_info = Gauge(
+            p + "build_info", "Always 1; the labels say which connector, Python and librdkafka run.",
+            ["version", "python", "librdkafka"], registry=registry,
+        )  # fmt: skip
+        self.build_info.labels(version(), platform.python_version(), confluent_kafka.libversion()[0]).set(1)
+        self.kafka_brokers_up = Gauge(
+            p + "kafka_brokers_up", "Brokers this Kafka client is connected to (state UP in librdkafka's statistics).",
+            ["client"], registry=registry,
+        )  # fmt: skip
+        self.kafka_errors = Counter(
+            p + "kafka_errors", "Errors librdkafka reported, by client and librdkafka error name.", ["client", "code"],
+            registry=registry,
+        )  # fmt: skip
+        self.kafka_auth_errors = Counter(
+            p + "kafka_auth_errors",
+            "Kafka refused this client's credentials (SASL, TLS) or permissions (topic, group, cluster ACLs).",
+            ["client"], registry=registry,
+        )  # fmt: skip
+        for client in KAFKA_CLIENTS:  # brokers_up appears with the client's first statistics
+            self.kafka_auth_errors.labels(client)
+        self.altcraft_up = Gauge(
+            p + "altcraft_up", "1 if the last request to Altcraft got an HTTP answer (any status), 0 if it failed "
+            "to connect, time out or complete TLS; NaN before the first request.", registry=registry,
+        )  # fmt: skip
+        self.altcraft_up.set(float("nan"))
+        self.event_freshness = Histogram(
+            p + "event_freshness_seconds", "From a batch's oldest record's Kafka timestamp to Altcraft accepting "
+            "the batch.", buckets=_FRESHNESS_BUCKETS, registry=registry,
+        )  # fmt: skip
+        # -- the process: memory, CPU, open files; Python's version and collector
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+
+    def observe_freshness(self, timestamp: tuple[int, int], now: float) -> None:
+        """One accepted batch: ``timestamp`` is its first (oldest) record's ``Message.timestamp()``, ``now``
+        the wall-clock time of the acknowledgment. A record without a timestamp is not observed; a
+        producer clock ahead of ours counts as 0."""
+        kind, ts_ms = timestamp
+        if kind == confluent_kafka.TIMESTAMP_NOT_AVAILABLE or ts_ms <= 0:
+            return
+        self.event_freshness.observe(max(0.0, now - ts_ms / 1000.0))

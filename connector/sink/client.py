@@ -454,9 +454,11 @@ class AltcraftClient:
         except httpx.TransportError as exc:
             self._metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
             log.debug("transport failure on %s: %s", endpoint, type(exc).__name__)
+            self._metrics.altcraft_up.set(0)
             self._tls.failed(exc)
             return None, None, None, False
         self._metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
+        self._metrics.altcraft_up.set(1)
         self._tls.answered()
         duplicate = (
             response.headers.get("Duplicate-Request", response.headers.get("X-Duplicate-Request", "")).lower() == "true"

@@ -8,7 +8,10 @@ What it fixes, so that the rest of the pipeline cannot get it wrong:
 - cooperative-sticky assignment, so a rebalance moves only the partitions that change owner;
 - records are taken in batches with ``consume(num_messages, timeout)``;
 - partitions are paused and resumed individually while the caller keeps polling, which keeps the
-  group membership alive whatever the downstream API does.
+  group membership alive whatever the downstream API does;
+- every error reaches one place: the ``error_cb`` of the properties (librdkafka's client-level errors)
+  also receives the errors :meth:`KafkaSource.consume` meets on records (e.g. a topic the user may not
+  read), and a fatal error ends :meth:`KafkaSource.consume` with :class:`KafkaException` either way.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ class KafkaSource:
         if "group.id" not in props:
             raise ValueError("the consumer needs group.id")
         self._props = {**DEFAULT_CONSUMER_PROPS, **props, **FIXED_CONSUMER_PROPS}
+        self._error_cb: Callable[[KafkaError], None] | None = props.get("error_cb")
+        self._fatal: KafkaError | None = None
+        self._props["error_cb"] = self._on_error
         self._consumer = Consumer(self._props)
         self._on_assign = on_assign
         self._on_revoke = on_revoke
@@ -133,9 +139,22 @@ class KafkaSource:
 
     # -- consuming
 
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback, and the errors found on records: to the caller's ``error_cb``
+        (or the log); a fatal one is kept for :meth:`consume` to raise."""
+        if err.fatal() and self._fatal is None:
+            self._fatal = err
+        if self._error_cb is not None:
+            self._error_cb(err)
+        elif not err.fatal():
+            log.warning("consumer error (the client retries by itself): %s", err)
+
     def consume(self, max_records: int, timeout_s: float) -> list[Message]:
-        """Up to ``max_records`` records; errors that the client recovers from by itself are logged."""
+        """Up to ``max_records`` records; errors that the client recovers from by itself are reported to
+        ``error_cb``; a fatal one raises :class:`KafkaException`."""
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
         if not messages:
             return []
         out = []
@@ -145,10 +164,10 @@ class KafkaSource:
                 out.append(m)
             elif err.code() == KafkaError._PARTITION_EOF:
                 continue
-            elif err.fatal():
-                raise KafkaException(err)
             else:
-                log.warning("consumer error (the client retries by itself): %s", err)
+                self._on_error(err)
+                if err.fatal():
+                    raise KafkaException(err)
         return out
 
     @property
@@ -204,9 +223,9 @@ class KafkaSource:
         if failed:
             raise CommitFailed("; ".join(failed))
 
-    def committed(self, tps: Sequence[TopicPartitionKey], timeout_s: float = 10.0) -> dict[
-        TopicPartitionKey, tuple[int | None, str]
-    ]:
+    def committed(
+        self, tps: Sequence[TopicPartitionKey], timeout_s: float = 10.0
+    ) -> dict[TopicPartitionKey, tuple[int | None, str]]:
         got = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=timeout_s)
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None, tp.metadata or "") for tp in got}
 
