@@ -101,9 +101,7 @@ class Connector:
         self._tracker = OffsetTracker()
         self._inflight: dict[Batch, _InFlight] = {}
         self._results: queue.SimpleQueue[tuple[Batch, SendOutcome | BaseException]] = queue.SimpleQueue()
-        self._client = AltcraftClient(
-            settings.altcraft, settings.token(), self.metrics, self.halt, transport=transport
-        )
+        self._client = AltcraftClient(settings.altcraft, settings.token(), self.metrics, self.halt, transport=transport)
         self._senders = ThreadPoolExecutor(settings.altcraft.max_in_flight, thread_name_prefix="sender")
         common = kafka_common_props(settings)
         producer_props = {**self._kafka_signals[1].props(), **common, **settings.kafka.producer}
