@@ -227,8 +227,8 @@ class PostgresServer(ChildServer):
         return self
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A new autocommit connection as the superuser."""
-        return psycopg.connect(self.dsn, autocommit=True, **kwargs)
+        """A new connection as the superuser: autocommit unless ``autocommit=False`` is given."""
+        return psycopg.connect(self.dsn, **{"autocommit": True, **kwargs})
 
     def __repr__(self) -> str:
         return f"PostgresServer(port={self.port}, pid={self.pid}, bindir={str(self.bindir)!r})"
