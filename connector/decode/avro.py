@@ -71,6 +71,7 @@ from connector.decode.logical import (
     NANO_TIMESTAMP,
     TIMESTAMP,
     VARIABLE_DECIMAL,
+    day_text,
     parsed_json,
     variable_decimal,
 )
@@ -111,7 +112,6 @@ def _framing_problem(value: bytes) -> str:
 
 _AT = "  # at "  # ends a generated line converting a value, before the value's path
 _ZIGZAG = tuple((n >> 1) ^ -(n & 1) for n in range(128))  # one-byte varints, decoded
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _EPOCH_UTC = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EPOCH_NAIVE = dt.datetime(1970, 1, 1)
 # Items of no bytes (nulls, empty records) in all the arrays and maps of one record: nothing else
@@ -193,14 +193,6 @@ def _b64(v: bytes) -> str:
     return base64.b64encode(v).decode("ascii")
 
 
-@functools.lru_cache(maxsize=1 << 16)  # dates repeat (birth dates, days): a lookup beats the arithmetic
-def _date(days: int) -> str:
-    try:
-        return dt.date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
-    except (OverflowError, ValueError):
-        raise ValueError(f"day count {days} is outside the representable dates") from None
-
-
 def _beyond(v: int, unit: str) -> ValueError:
     return ValueError(f"{v} {unit} since the epoch is outside the representable times")
 
@@ -274,7 +266,7 @@ def _uuid_fixed(v: bytes) -> str:
 
 
 _LOGICAL: dict[tuple[str, str], Callable[[Any], Any]] = {
-    ("int", "date"): _date,
+    ("int", "date"): day_text,
     ("long", "timestamp-millis"): _ts_millis,
     ("long", "timestamp-micros"): _ts_micros,
     ("long", "timestamp-nanos"): _ts_nanos,

@@ -69,7 +69,8 @@ class _Beyond(ValueError):
 
 
 @functools.lru_cache(maxsize=1 << 16)  # dates repeat (birth dates, days): a lookup beats the arithmetic
-def _date(days: int) -> str:
+def day_text(days: int) -> str:
+    """A day count since 1970 as ``YYYY-MM-DD`` (shared by the JSON and the Avro readers)."""
     try:
         return dt.date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
     except (OverflowError, ValueError):
@@ -106,7 +107,7 @@ def _temporal(to_text: Callable[[int, str, int], str], per_micro: int, kind: str
 
 
 def _date_of(v: Any) -> Any:
-    return _date(v) if type(v) is int else v
+    return day_text(v) if type(v) is int else v
 
 
 _TEMPORAL: dict[str, Converter] = {
