@@ -1,9 +1,10 @@
-"""Micro-batching: the batch policy and the per-partition lane that cuts batches.
+"""Micro-batching: the batch policy, and the lane that cuts one partition's records into batches.
 
 Batches are drawn from one partition each and cut at offsets that can be replayed: a lane can be
 given the offset ranges of batches that a previous owner of the partition may already have sent
-(recorded in the commit metadata), and it then cuts exactly those ranges again, so that they get the
-same Request-ID and Altcraft deduplicates them.
+(:func:`connector.replay.ranges_to_replay`), and it then cuts exactly those ranges again, so that
+they get the same Request-ID and Altcraft deduplicates them. What happens to a batch once sealed
+belongs to :class:`connector.partition.Partition`.
 
 Pure: no Kafka, no HTTP, no clock (``now`` is passed in).
 """
@@ -11,12 +12,12 @@ Pure: no Kafka, no HTTP, no clock (``now`` is passed in).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from connector.models import TopicPartitionKey
+from connector.replay import Range
 
-METADATA_PREFIX = "akc1:"
 LINGER_SPREAD = 0.2
 _GOLDEN = 0.6180339887498949
 
@@ -46,7 +47,9 @@ class BatchPolicy:
 
 @dataclass(slots=True, eq=False)
 class Batch:
-    """Consecutive records of one partition; some became items, others were skipped or dead-lettered."""
+    """Consecutive records of one partition; some became items, others were skipped or dead-lettered.
+
+    Written only by its :class:`Lane` (while open) and its :class:`~connector.partition.Partition`."""
 
     tp: TopicPartitionKey
     first: int
@@ -54,7 +57,7 @@ class Batch:
     opened_at: float
     size: int  # bytes of the request body if it were sent now
     # The offset range the Request-ID is derived from; differs from first..last only on replay.
-    id_range: tuple[int, int] | None = None
+    id_range: Range | None = None
     items: list[bytes] = field(default_factory=list)
     sources: list[object] = field(default_factory=list)  # the record behind each item
     replayed: bool = False
@@ -63,7 +66,7 @@ class Batch:
     answered: bool = False  # the API's outcome (or no request needed) is known
 
     @property
-    def key_range(self) -> tuple[int, int]:
+    def key_range(self) -> Range:
         return self.id_range or (self.first, self.last)
 
     @property
@@ -72,29 +75,26 @@ class Batch:
 
 
 class Lane:
-    """The batches of one partition: open -> ready -> in flight -> resolved, strictly in order."""
+    """Cuts the records of one partition into batches: open -> sealed, replayed ranges exactly."""
+
+    __slots__ = ("_on_seal", "_open", "_overhead", "_policy", "_ready", "_replay", "linger_s", "tp")
 
     def __init__(
         self,
         tp: TopicPartitionKey,
         policy: BatchPolicy,
         overhead: int,
-        replay: list[tuple[int, int]],
+        replay: Iterable[Range] = (),
         on_seal: Callable[[Batch], None] | None = None,
     ):
         self.tp = tp
-        self._on_seal = on_seal
-        self.policy = policy
+        self._policy = policy
         self.linger_s = policy.linger_of(tp[1])
-        self.overhead = overhead  # body bytes of an empty request
-        self.open: Batch | None = None
-        self.ready: deque[Batch] = deque()
-        self.inflight: Batch | None = None
+        self._overhead = overhead  # body bytes of an empty request
+        self._open: Batch | None = None
+        self._ready: deque[Batch] = deque()
         self._replay = deque(sorted(replay))
-        # Batches that were (or are about to be) sent and are not resolved: recorded in commit metadata.
-        self.sent: list[Batch] = []
-
-    # -- cutting
+        self._on_seal = on_seal
 
     def add(self, offset: int, item: bytes | None, source: object, now: float, weight: int = 0) -> Batch:
         """Append one record and return its batch; ``item`` is None for a record that will not be sent.
@@ -105,11 +105,15 @@ class Lane:
             self._seal_replayed(replay.popleft())
         if replay and offset >= replay[0][0]:
             rng = replay[0]
-            batch = self.open
+            batch = self._open
             if batch is None or batch.id_range != rng:
                 self.seal()
-                batch = self.open = Batch(self.tp, offset, offset, now, self.overhead, id_range=rng, replayed=True)
-            self._append(batch, offset, item, source)
+                batch = self._open = Batch(self.tp, offset, offset, now, self._overhead, id_range=rng, replayed=True)
+            batch.last = offset
+            if item is not None:
+                batch.size += len(item) + (1 if batch.items else 0)
+                batch.items.append(item)
+                batch.sources.append(source)
             batch.held += weight
             if offset == rng[1]:
                 replay.popleft()
@@ -117,8 +121,8 @@ class Lane:
             return batch
         # A batch is cut before an item that would take it past max_items or max_bytes (as sent, with
         # the commas), and sealed as soon as it holds max_items.
-        policy = self.policy
-        current = self.open
+        policy = self._policy
+        current = self._open
         if (
             current is not None
             and item is not None
@@ -128,7 +132,7 @@ class Lane:
             self.seal()
             current = None
         if current is None:
-            current = self.open = Batch(self.tp, offset, offset, now, self.overhead)
+            current = self._open = Batch(self.tp, offset, offset, now, self._overhead)
         current.last = offset
         current.held += weight
         if item is not None:
@@ -140,94 +144,71 @@ class Lane:
                 self.seal()
         return current
 
-    @staticmethod
-    def _append(batch: Batch, offset: int, item: bytes | None, source: object) -> None:
-        batch.last = offset
-        if item is not None:
-            batch.size += len(item) + (1 if batch.items else 0)
-            batch.items.append(item)
-            batch.sources.append(source)
-
-    def _seal_replayed(self, rng: tuple[int, int]) -> None:
-        if self.open is not None and self.open.id_range == rng:
+    def _seal_replayed(self, rng: Range) -> None:
+        if self._open is not None and self._open.id_range == rng:
             self.seal()
 
     def seal(self) -> Batch | None:
-        batch, self.open = self.open, None
+        batch, self._open = self._open, None
         if batch is not None:
-            self.ready.append(batch)
+            self._ready.append(batch)
             if self._on_seal is not None:
                 self._on_seal(batch)
         return batch
 
     def due_in(self, now: float) -> float | None:
         """Seconds until the open batch is due by age; None when no batch is waiting for its time."""
-        batch = self.open
+        batch = self._open
         if batch is None or batch.replayed:
             return None
         return max(0.0, batch.opened_at + self.linger_s - now)
 
     def seal_if_due(self, now: float) -> None:
-        batch = self.open
+        batch = self._open
         if batch is not None and not batch.replayed and now - batch.opened_at >= self.linger_s:
             self.seal()
 
-    # -- dispatch
+    def seal_for_stop(self) -> None:
+        """Seal the open batch, unless it is a recorded range read only in part: sent now, it would not
+        match its first answer; dropped unsent, it stays uncommitted and is replayed whole next time."""
+        if self._open is not None and self._open.replayed:
+            self._open = None
+        else:
+            self.seal()
 
-    def next_to_send(self) -> Batch | None:
-        """The oldest sealed batch, when nothing of this partition is in flight."""
-        if self.inflight is None and self.ready:
-            return self.ready[0]
-        return None
+    # -- the sealed batches, oldest first
 
-    def start(self, batch: Batch) -> None:
-        assert self.ready and self.ready[0] is batch and self.inflight is None
-        self.ready.popleft()
-        self.inflight = batch
-        if batch.items and batch not in self.sent:  # a batch sent again after a failure is listed once
-            self.sent.append(batch)
+    def peek(self) -> Batch | None:
+        return self._ready[0] if self._ready else None
 
-    def finish(self, batch: Batch) -> None:
-        """The API answered for the in-flight batch (dead letters may still be pending)."""
-        if self.inflight is batch:
-            self.inflight = None
-        batch.answered = True
+    def pop(self) -> Batch:
+        return self._ready.popleft()
 
-    def forget_resolved(self, committed: int) -> None:
-        self.sent = [b for b in self.sent if b.last >= committed]
-
-    def metadata(self, planned: list[Batch] | None = None) -> str:
-        """Commit metadata: the ranges of batches that may have reached the API and are not committed."""
-        batches = self.sent + (planned or [])
-        return METADATA_PREFIX + ";".join(f"{a}-{b}" for a, b in (x.key_range for x in batches))
+    def push_front(self, batch: Batch) -> None:
+        """Put a batch taken by :meth:`pop` back at the head (sent again later)."""
+        self._ready.appendleft(batch)
 
     @property
-    def idle(self) -> bool:
-        return self.open is None and not self.ready and self.inflight is None
+    def open(self) -> Batch | None:
+        return self._open
+
+    @property
+    def sealed(self) -> tuple[Batch, ...]:
+        return tuple(self._ready)
+
+    @property
+    def empty(self) -> bool:
+        return self._open is None and not self._ready
 
     @property
     def held(self) -> int:
-        """Estimated memory kept alive by this partition's open, waiting and in-flight batches."""
-        total = sum(b.held for b in self.ready)
-        if self.open is not None:
-            total += self.open.held
-        if self.inflight is not None:
-            total += self.inflight.held
+        """Estimated memory kept alive by the open and sealed batches."""
+        total = sum(b.held for b in self._ready)
+        if self._open is not None:
+            total += self._open.held
         return total
 
     @property
     def backlog(self) -> int:
         """Sealed batches waiting for their turn."""
-        return len(self.ready)
-
-
-def parse_metadata(text: str) -> list[tuple[int, int]]:
-    """The replay ranges recorded by :meth:`Lane.metadata`; anything else (another tool's metadata) is none."""
-    if not text.startswith(METADATA_PREFIX):
-        return []
-    out = []
-    for part in text[len(METADATA_PREFIX) :].split(";"):
-        a, sep, b = part.partition("-")
-        if sep and a.isdigit() and b.isdigit() and int(a) <= int(b):
-            out.append((int(a), int(b)))
-    return out
+        return len(self._ready)

@@ -38,6 +38,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from connector.app import Connector
+from connector.compose import build as build_connector
 from connector.config import Settings
 from connector.demo_data import DEMO_FIELDS, Event, generate
 from connector.emulator import process as emulator_process
@@ -224,7 +225,7 @@ class _Demo:
 
     def _start(self) -> _Run:
         registry = CollectorRegistry()
-        connector = Connector(self.settings, registry=registry, serve_health=False)
+        connector = build_connector(self.settings, registry=registry, serve_health=False)
         thread = threading.Thread(target=connector.run, name="connector")
         thread.start()
         print("   joining the group and waiting for partitions (the embedded Kafka takes a few seconds) ...",

@@ -23,6 +23,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from connector.models import Reason
+
 log = logging.getLogger(__name__)
 
 FIXED_PRODUCER_PROPS: dict[str, Any] = {"enable.idempotence": True, "acks": "all"}
@@ -86,19 +88,6 @@ _PASSING_CODES = frozenset(
 )
 
 Header = tuple[str, str | bytes | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """Why a record is dead: the stage, the exception class name and message, and the API's word if any."""
-
-    stage: str
-    exception: str
-    message: str
-    api_code: int | None = None
-    api_text: str | None = None
-    request_id: str | None = None
-    api_debug: str | None = None
 
 
 def headers_for(msg: Message, reason: Reason) -> list[Header]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import orjson
 
 if TYPE_CHECKING:
-    from connector.dlq import Reason
+    from connector.models import Reason
 
 log = logging.getLogger(__name__)
 

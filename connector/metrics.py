@@ -8,6 +8,8 @@ CPU, open files), platform (``python_info``) and garbage-collector (``python_gc_
 from __future__ import annotations
 
 import platform
+from collections import Counter as Tally
+from collections.abc import Iterable
 from importlib import metadata
 
 import confluent_kafka
@@ -139,6 +141,38 @@ class Metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
+        self._halts_shown: set[str] = set()
+        self._turn: Tally[tuple[str, ...]] = Tally()
+
+    # -- per-record counts, added up during a loop turn and written once at its end
+
+    def count_consumed(self, route: str, n: int) -> None:
+        self._turn[("consumed", route)] += n
+
+    def count_skipped(self, route: str, reason: str) -> None:
+        self._turn[("skipped", route, reason)] += 1
+
+    def count_dead_lettered(self, route: str, stage: str) -> None:
+        self._turn[("dead", route, stage)] += 1
+
+    def flush_counts(self) -> None:
+        for key, n in self._turn.items():
+            if key[0] == "consumed":
+                self.consumed.labels(key[1]).inc(n)
+            elif key[0] == "skipped":
+                self.skipped.labels(key[1], key[2]).inc(n)
+            else:
+                self.dead_lettered.labels(key[1], key[2]).inc(n)
+        self._turn.clear()
+
+    def show_halts(self, reasons: Iterable[str]) -> None:
+        """``halted{reason}``: 1 for each reason now, 0 for those shown before and over."""
+        now = set(reasons)
+        for reason in now - self._halts_shown:
+            self.halted.labels(reason).set(1)
+        for reason in self._halts_shown - now:
+            self.halted.labels(reason).set(0)
+        self._halts_shown = now
 
     def observe_freshness(self, timestamp: tuple[int, int], now: float) -> None:
         """One accepted batch: ``timestamp`` is its first (oldest) record's ``Message.timestamp()``, ``now``

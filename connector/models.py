@@ -38,3 +38,16 @@ class SendOutcome:
     request_id: str
     requests: int
     duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a record is dead: the stage, the exception class name and message, and the API's word if any."""
+
+    stage: str
+    exception: str
+    message: str
+    api_code: int | None = None
+    api_text: str | None = None
+    request_id: str | None = None
+    api_debug: str | None = None

@@ -122,6 +122,19 @@ def task_status(status: int | None, body: Any, retry_after_s: float | None = Non
     return decision
 
 
+def answered(decision: Decision, answer: Any, n_items: int) -> tuple[Decision, list[tuple[int, int, str, str]] | None]:
+    """The final decision on an answer classified OK: its per-item rejections, or a ``result_mismatch``
+    halt when its result does not line up with the ``n_items`` sent (no item's outcome is then known).
+    Any other decision passes through."""
+    if decision.action is not Action.OK:
+        return decision, None
+    results = item_results(answer, n_items) if type(answer) is dict else None
+    if results is None:
+        text = f"the answer's result does not line up with the {n_items} items sent"
+        return Decision(Action.HALT, RESULT_MISMATCH, 0, text), None
+    return decision, results
+
+
 def _error_fields(body: Any) -> tuple[int | None, str, str]:
     if type(body) is not dict:
         return None, "", ""

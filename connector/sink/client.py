@@ -27,28 +27,22 @@ from connector.config import AltcraftSettings, Mode
 from connector.metrics import Metrics
 from connector.models import ItemRejection, SendOutcome
 from connector.ratelimit import RateLimiter
+from connector.replay import resend_request_id, rest_request_id, sub_request_id
 from connector.sink.classify import (
     REQUEST_REFUSED,
     RESULT_MISMATCH,
     TASK_UNKNOWN,
     Action,
     Decision,
+    answered,
     backoff_s,
     classify,
-    item_results,
     parse_retry_after,
     same_refusal,
     task_status,
 )
 from connector.sink.halt import HaltState
-from connector.sink.request import (
-    ENDPOINTS,
-    TASK_STATUS,
-    BodyShape,
-    resend_request_id,
-    rest_request_id,
-    sub_request_id,
-)
+from connector.sink.request import ENDPOINTS, TASK_STATUS, BodyShape
 from connector.sink.tls import TlsGuard, ssl_context
 
 log = logging.getLogger(__name__)
@@ -121,8 +115,14 @@ class AltcraftClient:
         transport: httpx.BaseTransport | None = None,
         rand: Callable[[], float] = random.random,
         halt_probe_s: float = HALT_PROBE_S,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
     ) -> None:
+        """``clock`` and ``wait`` (block on the cancel event for a number of seconds; True if it was set)
+        are the sender's only reading of time, replaceable in tests."""
         self._s = settings
+        self._clock = clock
+        self._event_wait = wait
         self._metrics = metrics
         self._halt = halt
         self._rand = rand
@@ -139,7 +139,7 @@ class AltcraftClient:
             transport=transport,
             verify=ssl_context(settings.ca_file),
         )
-        self._tls = TlsGuard(settings.base_url, metrics, halt)
+        self._tls = TlsGuard(settings.base_url, metrics, halt, clock=clock)
 
     def close(self) -> None:
         self._http.close()
@@ -174,7 +174,7 @@ class AltcraftClient:
         attempt = 0
         replayed_errors = 0  # error 500 answers in a row that came as duplicates of ``key``
         generation = 0
-        stuck_logged = 0.0
+        stuck_logged = float("-inf")
         while True:
             if self._limiter.active:
                 self._wait(self._limiter.delay(end - start), counts)
@@ -228,8 +228,8 @@ class AltcraftClient:
             if decision.retry_after_s is not None:
                 delay = max(delay, decision.retry_after_s)
             attempt += 1
-            if attempt >= self._s.retry.max_attempts and time.monotonic() - stuck_logged > STUCK_LOG_EVERY_S:
-                stuck_logged = time.monotonic()
+            if attempt >= self._s.retry.max_attempts and self._clock() - stuck_logged > STUCK_LOG_EVERY_S:
+                stuck_logged = self._clock()
                 log.warning(
                     "batch %s still failing after %d attempts (%s); it stays queued, nothing is dropped",
                     key, attempt, decision.reason,
@@ -336,7 +336,6 @@ class AltcraftClient:
         detail = f"error {decision.code}: {decision.text}" + (f" ({decision.debug})" if decision.debug else "")
         new = decision.reason not in self._halt.holds(job.request_id)
         self._halt.set(decision.reason, detail, job.request_id)
-        self._metrics.halted.labels(decision.reason).set(1)
         if not new:
             return
         probe = self._halt_probe_s
@@ -370,11 +369,7 @@ class AltcraftClient:
     def _release(self, job: SendJob, why: str) -> None:
         """End this batch's holds; a reason no batch holds any more is over."""
         for reason in self._halt.release(job.request_id):
-            self._metrics.halted.labels(reason).set(0)
-            if reason in self._halt.reasons():  # held again meanwhile by another batch
-                self._metrics.halted.labels(reason).set(1)
-            else:
-                log.warning("halt over (%s): %s", reason, why)
+            log.warning("halt over (%s): %s", reason, why)
 
     # -- one request
 
@@ -393,7 +388,7 @@ class AltcraftClient:
                 decision, results = self._await_task(task_id, n, counts, probing)
                 return decision, results, duplicate
             decision = Decision(Action.RETRY, "unreadable_answer", 0, "no task_id in the answer")
-        decision, results = self._results(decision, answer, n)
+        decision, results = answered(decision, answer, n)
         self._count(endpoint, decision, probing)
         return decision, results, duplicate
 
@@ -401,10 +396,10 @@ class AltcraftClient:
         self, task_id: str, n: int, counts: _Counts, probing: bool
     ) -> tuple[Decision, list[tuple[int, int, str, str]] | None]:
         """Poll tasks/status until completed; a timeout asks the caller to resend (same Request-ID)."""
-        deadline = time.monotonic() + self._s.task.timeout_s
+        deadline = self._clock() + self._s.task.timeout_s
         interval = self._s.task.poll_interval_s
         payload = orjson.dumps({"token": self._task_token, "task_id": task_id})
-        while time.monotonic() < deadline:
+        while self._clock() < deadline:
             self._wait(interval, counts)
             interval = min(interval * 1.5, 5.0)
             status, answer, retry_after, _ = self._post(TASK_STATUS, payload, None, counts)
@@ -412,7 +407,7 @@ class AltcraftClient:
             if decision.action is Action.OK:
                 assert answer is not None
                 result = answer["data"].get("result")
-                decision, results = self._results(classify(200, result), result, n)
+                decision, results = answered(classify(200, result), result, n)
                 self._count(TASK_STATUS, decision, probing)
                 return decision, results
             self._count(TASK_STATUS, decision, probing)
@@ -421,16 +416,6 @@ class AltcraftClient:
                     decision = replace(decision, text=f"task {task_id}: {decision.text}")
                 return decision, None
         return Decision(Action.RETRY, "task_timeout", 0, f"task {task_id} not completed in time"), None
-
-    @staticmethod
-    def _results(decision: Decision, answer: Any, n: int) -> tuple[Decision, list[tuple[int, int, str, str]] | None]:
-        if decision.action is not Action.OK:
-            return decision, None
-        results = item_results(answer, n) if isinstance(answer, dict) else None
-        if results is None:
-            text = f"the answer's result does not line up with the {n} items sent"
-            return Decision(Action.HALT, RESULT_MISMATCH, 0, text), None
-        return decision, results
 
     def _count(self, endpoint: str, decision: Decision, probing: bool) -> None:
         """``requests_total{endpoint,outcome}``: what the request led to (see OUTCOMES)."""
@@ -473,11 +458,10 @@ class AltcraftClient:
         retry_after = parse_retry_after(response.headers.get("Retry-After"), self._s.retry.retry_after_cap_s)
         return response.status_code, answer if isinstance(answer, dict) else None, retry_after, duplicate
 
-    @staticmethod
-    def _wait(seconds: float, counts: _Counts) -> None:
+    def _wait(self, seconds: float, counts: _Counts) -> None:
         if seconds <= 0:
             if counts.cancel.is_set():
                 raise Abandoned()
             return
-        if counts.cancel.wait(seconds):
+        if self._event_wait(counts.cancel, seconds):
             raise Abandoned()

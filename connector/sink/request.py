@@ -1,4 +1,4 @@
-"""Request bodies and Request-IDs. Pure.
+"""Request bodies. Pure. (Request-IDs are derived in :mod:`connector.replay`.)
 
 A body is built once per batch from items serialized once per record: ``prefix + b",".join(items) +
 suffix``, so its size is known exactly while the batch grows and nothing is serialized twice.
@@ -6,7 +6,6 @@ suffix``, so its size is known exactly while the batch grows and nothing is seri
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,36 +82,3 @@ def body_shape(route: RouteSettings) -> BodyShape:
             params[flag] = True
     head = orjson.dumps(params)
     return BodyShape(head[:-1] + b',"data":[', b"]}", route.mode is not Mode.IMPORT)
-
-
-def request_id(
-    group_id: str, route: RouteSettings, topic: str, partition: int, first: int, last: int, epoch: str = ""
-) -> str:
-    """Deterministic key of a batch: the same records of the same route always give the same key.
-
-    ``epoch`` (``altcraft.request_id_epoch``) is mixed in when not empty: a new epoch makes every batch
-    a new request for Altcraft's deduplication. The empty epoch gives the keys of the versions without
-    one, so batches recorded before it existed replay under their original keys.
-    """
-    target = route.db_id if route.mode is Mode.IMPORT else route.workflow_id
-    parts: tuple[object, ...] = (group_id, route.name, route.mode.value, target, topic, partition, first, last)
-    if epoch:
-        parts += (f"epoch={epoch}",)
-    text = "\x1f".join(str(p) for p in parts)
-    return "akc-" + hashlib.sha256(text.encode()).hexdigest()[:40]
-
-
-def sub_request_id(parent: str, index: int, halves: int = 2) -> str:
-    """Key of a part of a split batch: derived from the parent's, so a replay splits alike."""
-    return f"{parent}.{index}of{halves}"
-
-
-def resend_request_id(key: str, generation: int) -> str:
-    """Key under which a request is sent again when Altcraft keeps replaying a failed answer (error 500
-    as a duplicate) for ``key``: ``<key>.resend<generation>``, derived, so a replay derives it alike."""
-    return f"{key}.resend{generation}"
-
-
-def rest_request_id(key: str, skipped: int) -> str:
-    """Key of the part of a request after its first ``skipped`` items: ``<key>.from<skipped>``."""
-    return f"{key}.from{skipped}"

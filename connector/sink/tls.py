@@ -157,7 +157,6 @@ class TlsGuard:
             if halt:  # under the lock, so that an answer in another thread cannot clear it first
                 self._halted = True
                 self._halt.set(TLS_REASON, f"{failure.reason}: {failure.text}")
-                self._metrics.halted.labels(TLS_REASON).set(1)
         if say:
             log.warning(
                 "TLS handshake with %s failed (%s): %s; retrying, nothing is dropped (set altcraft.ca_file if it "
@@ -180,6 +179,5 @@ class TlsGuard:
             self._halted = False
             if was_halted:
                 self._halt.clear(TLS_REASON)
-                self._metrics.halted.labels(TLS_REASON).set(0)
         if was_halted:
             log.warning("halt over (tls): the TLS handshake with %s succeeds again", self._url)

@@ -23,9 +23,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-log = logging.getLogger(__name__)
+from connector.models import TopicPartitionKey
 
-TopicPartitionKey = tuple[str, int]
+log = logging.getLogger(__name__)
 
 FIXED_CONSUMER_PROPS: dict[str, str | bool] = {
     "enable.auto.commit": False,
@@ -68,16 +68,7 @@ RevokeCallback = Callable[[list[TopicPartitionKey]], None]
 class KafkaSource:
     """Consumes the subscribed topics in batches; commits only what it is told to."""
 
-    def __init__(
-        self,
-        props: dict[str, Any],
-        topics: Sequence[str],
-        *,
-        on_assign: AssignCallback | None = None,
-        on_revoke: RevokeCallback | None = None,
-        on_lost: RevokeCallback | None = None,
-        committed_timeout_s: float = 30.0,
-    ) -> None:
+    def __init__(self, props: dict[str, Any], *, committed_timeout_s: float = 30.0) -> None:
         if "group.id" not in props:
             raise ValueError("the consumer needs group.id")
         self._props = {**DEFAULT_CONSUMER_PROPS, **props, **FIXED_CONSUMER_PROPS}
@@ -85,12 +76,24 @@ class KafkaSource:
         self._fatal: KafkaError | None = None
         self._props["error_cb"] = self._on_error
         self._consumer = Consumer(self._props)
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
-        self._on_lost = on_lost
+        self._on_assign: AssignCallback | None = None
+        self._on_revoke: RevokeCallback | None = None
+        self._on_lost: RevokeCallback | None = None
         self._committed_timeout_s = committed_timeout_s
         self._paused: set[TopicPartitionKey] = set()
         self._assigned: set[TopicPartitionKey] = set()
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        on_assign: AssignCallback | None = None,
+        on_revoke: RevokeCallback | None = None,
+        on_lost: RevokeCallback | None = None,
+    ) -> None:
+        """Join the group for ``topics``; the callbacks run inside :meth:`consume` (``on_lost`` defaults
+        to ``on_revoke``)."""
+        self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
         self._consumer.subscribe(
             list(topics), on_assign=self._assign_cb, on_revoke=self._revoke_cb, on_lost=self._lost_cb
         )

@@ -1,4 +1,4 @@
-"""connector.source (KafkaSource + OffsetTracker) against the real Kafka 4.1.1 broker.
+"""connector.source (KafkaSource + PartitionOffsets) against the real Kafka 4.1.1 broker.
 
 Every test checks what a user of the connector would see: which records arrived (partition, offset,
 value), and which offsets the group has committed on the broker (read back with the admin API).
@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Message
 
 from connector.source.consumer import Assigned, CommitFailed, KafkaSource
-from connector.source.offsets import OffsetTracker
+from connector.source.offsets import PartitionOffsets
 
 if TYPE_CHECKING:
     from tests.conftest import KafkaHelper
@@ -40,6 +40,36 @@ def _records(partitions: int, per_partition: int, tag: str = "v") -> list[dict[s
     ]
 
 
+class OffsetTracker:
+    """The offsets of every partition a test consumer holds, with what moved since the last commit."""
+
+    def __init__(self) -> None:
+        self._parts: dict[tuple[str, int], PartitionOffsets] = {}
+        self._committed: dict[tuple[str, int], int | None] = {}
+
+    def assign(self, tp: tuple[str, int], start: int | None) -> None:
+        self._parts[tp] = PartitionOffsets(start)
+        self._committed[tp] = start
+
+    def revoke(self, tp: tuple[str, int]) -> None:
+        self._parts.pop(tp, None)
+        self._committed.pop(tp, None)
+
+    def track(self, tp: tuple[str, int], first: int, last: int | None = None) -> None:
+        self._parts[tp].track(first, last)
+
+    def resolve(self, tp: tuple[str, int], first: int) -> None:
+        if tp in self._parts:
+            self._parts[tp].resolve(first)
+
+    def to_commit(self) -> dict[tuple[str, int], int]:
+        moved = {tp: p.committable() for tp, p in self._parts.items()}
+        return {tp: off for tp, off in moved.items() if off is not None and off != self._committed.get(tp)}
+
+    def mark_committed(self, offsets: dict[tuple[str, int], int]) -> None:
+        self._committed.update(offsets)
+
+
 class Recorder:
     """A KafkaSource plus what it delivered and what its rebalance callbacks saw."""
 
@@ -50,12 +80,8 @@ class Recorder:
         self.revoked: list[tuple[str, int]] = []
         self.batches: list[list[Message]] = []
         self.tracker = OffsetTracker()
-        self.source = KafkaSource(
-            {"bootstrap.servers": kafka.bootstrap, "group.id": group, **props},
-            [topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-        )
+        self.source = KafkaSource({"bootstrap.servers": kafka.bootstrap, "group.id": group, **props})
+        self.source.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     def _on_assign(self, assigned: list[Assigned]) -> None:
         self.assigned.extend(assigned)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from connector.batching import Batch, BatchPolicy, Lane, parse_metadata
+from connector.batching import Batch, BatchPolicy, Lane
 
 TP = ("t", 0)
 
@@ -27,18 +27,18 @@ def test_batches_are_cut_by_body_bytes_as_sent() -> None:
     ln = lane(max_items=100, max_bytes=20 + 10 + 1 + 10)  # overhead + two 10-byte items + comma
     for off in range(5):
         ln.add(off, b"x" * 10, None, now=0.0)
-    assert ranges(list(ln.ready)) == [(0, 1, 2), (2, 3, 2)]
-    assert all(b.size <= 41 for b in ln.ready)
-    assert ln.ready[0].size == 41
+    assert ranges(list(ln.sealed)) == [(0, 1, 2), (2, 3, 2)]
+    assert all(b.size <= 41 for b in ln.sealed)
+    assert ln.sealed[0].size == 41
 
 
 def test_batches_are_cut_by_age_only_when_due() -> None:
     ln = lane(linger=1.0)
     ln.add(0, b"{}", None, now=10.0)
     ln.seal_if_due(10.5)
-    assert not ln.ready
+    assert not ln.sealed
     ln.seal_if_due(11.0)
-    assert ranges(list(ln.ready)) == [(0, 0, 1)]
+    assert ranges(list(ln.sealed)) == [(0, 0, 1)]
 
 
 def test_partitions_opened_together_are_not_all_sealed_together() -> None:
@@ -51,9 +51,9 @@ def test_partitions_opened_together_are_not_all_sealed_together() -> None:
         due_in = ln.due_in(0.0)
         assert due_in is not None and 0.8 <= due_in <= 1.0  # never later than the linger
         ln.seal_if_due(due_in - 0.001)
-        assert not ln.ready
+        assert not ln.sealed
         ln.seal_if_due(due_in)
-        assert len(ln.ready) == 1
+        assert len(ln.sealed) == 1
         seal_times.append(due_in)
     gaps = [b - a for a, b in zip(sorted(seal_times), sorted(seal_times)[1:], strict=False)]
     assert min(gaps) > 0.01, seal_times
@@ -65,7 +65,7 @@ def test_skipped_records_extend_the_batch_range_without_items() -> None:
     ln.add(1, b"{}", None, 0.0)
     ln.add(2, None, None, 0.0)
     ln.add(3, b"{}", None, 0.0)
-    assert ranges(list(ln.ready)) == [(0, 3, 2)]
+    assert ranges(list(ln.sealed)) == [(0, 3, 2)]
 
 
 def test_replay_cuts_exactly_the_recorded_ranges_whatever_the_policy() -> None:
@@ -73,7 +73,7 @@ def test_replay_cuts_exactly_the_recorded_ranges_whatever_the_policy() -> None:
     ln = lane(max_items=3, replay=[(0, 4), (5, 6)])
     for off in range(10):
         ln.add(off, b"{}", None, now=0.0)
-    got = list(ln.ready)
+    got = list(ln.sealed)
     assert [b.key_range for b in got[:2]] == [(0, 4), (5, 6)]
     assert [len(b.items) for b in got[:2]] == [5, 2]
     assert got[2].key_range == (7, 9)  # new data follows the normal policy
@@ -83,47 +83,4 @@ def test_replayed_range_keeps_its_key_when_its_first_record_is_gone() -> None:
     ln = lane(replay=[(3, 6)])
     ln.add(4, b"{}", None, 0.0)
     ln.add(6, b"{}", None, 0.0)
-    assert [(b.key_range, b.first, b.last) for b in ln.ready] == [((3, 6), 4, 6)]
-
-
-def test_one_partition_sends_one_batch_at_a_time_in_order() -> None:
-    ln = lane(max_items=1)
-    for off in range(3):
-        ln.add(off, b"{}", None, 0.0)
-    first = ln.next_to_send()
-    assert first is not None and first.first == 0
-    ln.start(first)
-    assert ln.next_to_send() is None
-    ln.finish(first)
-    nxt = ln.next_to_send()
-    assert nxt is not None and nxt.first == 1
-
-
-def test_metadata_round_trips_the_ranges_of_sent_batches() -> None:
-    ln = lane(max_items=2)
-    for off in range(4):
-        ln.add(off, b"{}", None, 0.0)
-    b0 = ln.next_to_send()
-    assert b0 is not None
-    ln.start(b0)
-    b1 = ln.ready[0]
-    assert parse_metadata(ln.metadata(planned=[b1])) == [(0, 1), (2, 3)]
-    ln.finish(b0)
-    ln.forget_resolved(2)
-    assert parse_metadata(ln.metadata()) == []
-    assert parse_metadata("some other tool's metadata") == []
-
-
-def test_a_batch_sent_again_after_a_sender_fault_is_recorded_once_in_the_metadata() -> None:
-    ln = lane(max_items=2)
-    for off in range(2):
-        ln.add(off, b"{}", None, now=0.0)
-    batch = ln.next_to_send()
-    assert batch is not None
-    for _ in range(50):  # the sender fails; the loop puts the batch back and sends it again
-        ln.start(batch)
-        ln.inflight = None
-        ln.ready.appendleft(batch)
-    ln.start(batch)
-    assert ln.metadata() == "akc1:0-1"
-    assert parse_metadata(ln.metadata()) == [(0, 1)]
+    assert [(b.key_range, b.first, b.last) for b in ln.sealed] == [((3, 6), 4, 6)]

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Consumer
 
-from connector.dlq import Reason
 from connector.logs import (
     LIBRDKAFKA_BURST,
     DeadLetterLog,
@@ -18,6 +17,7 @@ from connector.logs import (
     Throttle,
     librdkafka_logger,
 )
+from connector.models import Reason
 
 
 class Lines(logging.Handler):

@@ -129,9 +129,8 @@ def test_signals_configure_the_client_and_the_operators_interval_wins() -> None:
 
 def test_a_fatal_error_ends_consume_even_when_the_error_callback_takes_the_errors() -> None:
     seen: list[KafkaError] = []
-    source = KafkaSource(
-        {"bootstrap.servers": "127.0.0.1:1", "group.id": "g", "error_cb": seen.append, "log_level": 0}, ["t"]
-    )
+    source = KafkaSource({"bootstrap.servers": "127.0.0.1:1", "group.id": "g", "error_cb": seen.append, "log_level": 0})
+    source.subscribe(["t"])
     try:
         assert source.consume(1, 0) == []
         source._on_error(KafkaError(KafkaError._FENCED, "fenced by another instance", fatal=True))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from connector.source.offsets import OffsetTracker, PartitionOffsets
+from connector.source.offsets import PartitionOffsets
 
 
 def test_commit_stops_at_the_first_unresolved_offset() -> None:
@@ -46,20 +46,3 @@ def test_overlapping_or_unknown_units_are_refused() -> None:
         p.track(5, 6)
     with pytest.raises(KeyError):
         p.resolve(3)
-
-
-def test_tracker_reports_only_partitions_that_moved() -> None:
-    t = OffsetTracker()
-    t.assign(("a", 0), 10)
-    t.assign(("a", 1), None)
-    t.track(("a", 0), 10, 19)
-    t.track(("a", 1), 0, 4)
-    assert t.to_commit() == {("a", 1): 0}
-    t.mark_committed({("a", 1): 0})
-    assert t.to_commit() == {}
-    t.resolve(("a", 0), 10)
-    assert t.to_commit() == {("a", 0): 20}
-    t.mark_committed({("a", 0): 20})
-    t.revoke(("a", 0))
-    t.resolve(("a", 0), 20)  # a late answer for a revoked partition is ignored
-    assert ("a", 0) not in t

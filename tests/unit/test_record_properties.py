@@ -34,8 +34,8 @@ from hypothesis import strategies as st
 from connector.config import RouteSettings
 from connector.decode.avro import AvroDecoder
 from connector.decode.registry import RegisteredSchema, RegistryUnavailable, SchemaNotFound
-from connector.dlq import Reason
 from connector.errors import TransientError
+from connector.models import Reason
 from connector.routing import Route, Unsent
 from connector.schema_registry.samples import CUSTOMER_ENVELOPE, PROFILE_CHANGE, load_schema
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 from connector.config import RouteSettings
+from connector.replay import request_id, resend_request_id, rest_request_id, sub_request_id
 from connector.sink.halt import BREAKER_REASON, HaltState
-from connector.sink.request import request_id, resend_request_id, rest_request_id, sub_request_id
 
 ROUTE = RouteSettings.model_validate({"name": "customers", "topics": ["t"], "workflow_id": 12})
 

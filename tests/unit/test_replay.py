@@ -1,0 +1,91 @@
+"""The rule of connector.replay, walked in memory: record, crash, replay under the same keys."""
+
+from __future__ import annotations
+
+from connector.batching import BatchPolicy
+from connector.config import RouteSettings
+from connector.partition import Partition
+from connector.replay import (
+    format_metadata,
+    parse_metadata,
+    ranges_to_replay,
+    record_before_send,
+    request_id,
+    resend_request_id,
+    rest_request_id,
+    sub_request_id,
+)
+
+TP = ("orders", 3)
+ROUTE = RouteSettings.model_validate({"name": "r", "topics": ["orders"], "workflow_id": 9})
+
+
+def key(first: int, last: int, epoch: str = "") -> str:
+    return request_id("g", ROUTE, TP[0], TP[1], first, last, epoch)
+
+
+def owner(committed: int | None, metadata: str, max_items: int) -> Partition:
+    return Partition(TP, BatchPolicy(max_items, 10_000_000, 1.0), 20, committed, metadata)
+
+
+def test_crash_and_replay_story() -> None:
+    broker: dict[str, tuple[int | None, str]] = {"committed": (None, "")}
+    api: list[str] = []  # Request-IDs that reached Altcraft, in order
+
+    # The first owner reads offsets 0..9 in batches of 4 and sends one batch at a time.
+    first = owner(*broker["committed"], max_items=4)
+    for off in range(10):
+        first.add(off, b"{}", None, 0.0)
+    first.seal_if_due(10.0)
+    for _ in range(2):
+        batch = first.next_to_send(10.0)
+        assert batch is not None
+        broker["committed"] = first.record(batch)  # recorded before sent
+        first.start(batch)
+        api.append(key(*batch.key_range))
+        if batch.first == 0:
+            first.answered(batch, 0)  # 0-3 answered; 4-7 is in flight when the process dies
+    assert broker["committed"] == (4, "akc1:4-7")
+    assert api == [key(0, 3), key(4, 7)]
+
+    # The next owner, with another batch size, cuts 4-7 exactly again, then batches the rest afresh.
+    second = owner(*broker["committed"], max_items=100)
+    assert second.replay == [(4, 7)]
+    for off in range(4, 10):
+        second.add(off, b"{}", None, 20.0)
+    second.seal_if_due(30.0)
+    while (batch := second.next_to_send(30.0)) is not None:
+        broker["committed"] = second.record(batch)
+        second.start(batch)
+        api.append(key(*batch.key_range))
+        second.answered(batch, 0)
+    assert api[2:] == [key(4, 7), key(8, 9)]  # 4-7 again under its key: Altcraft deduplicates it
+    assert second.to_commit() == (10, "akc1:")
+
+
+def test_keys_depend_on_the_range_route_and_epoch_only() -> None:
+    assert key(0, 9) == key(0, 9)
+    assert len({key(0, 9), key(0, 8), key(1, 9), key(0, 9, epoch="2026-12")}) == 4
+    other = RouteSettings.model_validate({"name": "r", "topics": ["orders"], "workflow_id": 10})
+    assert request_id("g", other, TP[0], TP[1], 0, 9) != key(0, 9)
+
+
+def test_keys_of_parts_are_derived_from_the_parent() -> None:
+    parent = key(0, 9)
+    assert sub_request_id(parent, 1) == parent + ".1of2"
+    assert resend_request_id(sub_request_id(parent, 2), 1) == parent + ".2of2.resend1"
+    assert rest_request_id(parent, 3) == parent + ".from3"
+
+
+def test_metadata_round_trips_and_ignores_what_it_did_not_write() -> None:
+    ranges = [(0, 4), (5, 9), (10, 10)]
+    assert parse_metadata(format_metadata(ranges)) == ranges
+    assert parse_metadata("written by another tool") == []
+    assert parse_metadata("akc1:5-3;x-y;7-8") == [(7, 8)]
+    assert ranges_to_replay(6, "akc1:5-9;0-4;10-12") == [(5, 9), (10, 12)]
+    assert ranges_to_replay(None, "akc1:3-4;0-2") == [(0, 2), (3, 4)]
+
+
+def test_the_recording_commit_never_passes_the_resolved_prefix_nor_lists_what_it_passed() -> None:
+    assert record_before_send(10, 10, [(0, 9), (10, 19)], (20, 29)) == (10, "akc1:10-19;20-29")
+    assert record_before_send(None, 40, [], (40, 49)) == (40, "akc1:40-49")
