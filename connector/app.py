@@ -30,7 +30,7 @@ from connector.breaker import Breaker
 from connector.config import Settings
 from connector.errors import TransientError
 from connector.health import HealthServer, HealthState
-from connector.logs import DeadLetterLog
+from connector.logs import DeadLetterLog, HaltLog, UnexpectedLog
 from connector.metrics import Metrics
 from connector.models import Reason, SendOutcome, TopicPartitionKey
 from connector.partition import Partition
@@ -49,9 +49,7 @@ COMMIT_BACKOFF_S = 1.0  # after a failed commit, no new batch is recorded (nor s
 GAUGE_INTERVAL_S = 5.0
 HOLD_S = 2.0  # pause of a partition whose next record hit a transient fault
 RECORD_OVERHEAD = 400  # bytes a held record costs beyond its value and item (Message object, list slots)
-HALT_LOG_EVERY_S = 60.0
 SEND_FAULT_PAUSE_S = 5.0  # wait before resending a batch whose sender failed unexpectedly
-UNEXPECTED_LOG_EVERY_S = 10.0  # at most one ERROR line this often for records that met an unforeseen fault
 
 
 @dataclass
@@ -73,14 +71,8 @@ class Parts:
 class Connector:
     """Turns the loop until :meth:`request_stop`."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        parts: Parts,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def __init__(self, settings: Settings, parts: Parts, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
         self.settings = settings
         self._p = parts
         self.metrics, self.health, self.halt = parts.metrics, parts.health, parts.halt
@@ -95,9 +87,7 @@ class Connector:
         dl = settings.dead_letter
         self._breaker = Breaker(dl.breaker_window, dl.breaker_max_share, dl.breaker_max_consecutive)
         self._last_commit = self._last_gauges = self._commit_backoff_until = 0.0
-        self._last_halt_log = float("-inf")
-        self._unexpected_logged_at = float("-inf")
-        self._unexpected_unlogged = 0
+        self._unexpected_log, self._halt_log = UnexpectedLog(), HaltLog()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -170,15 +160,9 @@ class Connector:
     def _poll_timeout(self) -> float:
         """How long the next consume may block: no longer than until the oldest open batch is due, so
         that a batch is sealed on time rather than up to a poll later."""
-        timeout = self.settings.kafka.consume_timeout_s
-        if self._p.senders.inflight:
-            timeout = min(timeout, 0.02)
+        timeout = min(self.settings.kafka.consume_timeout_s, 0.02 if self._p.senders.inflight else 3600.0)
         now = self._clock()
-        for part in self.partitions.values():
-            due_in = part.due_in(now)
-            if due_in is not None and due_in < timeout:
-                timeout = due_in
-        return timeout
+        return min([timeout, *(d for part in self.partitions.values() if (d := part.due_in(now)) is not None)])
 
     # 3.
     def _ingest(self, records: Sequence[Record], now: float) -> None:
@@ -224,23 +208,11 @@ class Connector:
                 continue
             batch = part.add(offset, None, msg, now, dead=True)
             if prepared.unexpected:
-                self._report_unexpected(part.tp, offset, prepared.dead, now)
+                self._unexpected_log.record(*part.tp, offset, prepared.dead, now)
             self._dead_letter(part, batch, msg, prepared.dead, route.name)
             self._judge(0, 1)
         if route is not None:
             metrics.count_consumed(route.name, consumed)
-
-    def _report_unexpected(self, tp: TopicPartitionKey, offset: int, reason: Reason, now: float) -> None:
-        """A record met a fault no rule foresaw (a bug meeting odd input): it is dead-lettered like any
-        bad record, and said loudly, at most once per ``UNEXPECTED_LOG_EVERY_S`` with a count of the rest."""
-        self._unexpected_unlogged += 1
-        if now - self._unexpected_logged_at < UNEXPECTED_LOG_EVERY_S:
-            return
-        log.error("%s[%d] offset %d: unexpected %s at stage %s: %s; the record is dead-lettered (%d such "
-                  "record(s) since the last report)", tp[0], tp[1], offset, reason.exception, reason.stage,
-                  reason.message, self._unexpected_unlogged)  # fmt: skip
-        self._unexpected_logged_at = now
-        self._unexpected_unlogged = 0
 
     def _dead_letter(self, part: Partition, batch: Batch, msg: Any, reason: Reason, route: str) -> None:
         """Publish; the batch (already told a letter is on its way) settles when the broker confirms."""
@@ -373,10 +345,7 @@ class Connector:
         reasons = self.halt.reasons()
         if (dlq_halt := self._p.dead_letters.halt_reason) is not None:
             reasons[dlq_halt] = f"the dead-letter topic {self.settings.dead_letter.topic} refuses letters"
-        if reasons and now - self._last_halt_log >= HALT_LOG_EVERY_S:
-            self._last_halt_log = now
-            log.error("still halted (%s); nothing is sent, dead-lettered or committed past until the cause is "
-                      "fixed", "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items())))  # fmt: skip
+        self._halt_log.remind(reasons, now)
         try:
             for (topic, part), lag in self._p.source.position_lag().items():
                 self.metrics.lag.labels(topic, str(part)).set(lag)
@@ -429,14 +398,14 @@ class Connector:
         for part in self.partitions.values():
             part.seal_for_stop()
         log.info("stopping: finishing open batches (deadline %.0f s)", self.settings.shutdown.drain_timeout_s)
-        while self._clock() < deadline and any(not x.idle or x.busy for x in self.partitions.values()):
+        while self._clock() < deadline and any(not x.settled for x in self.partitions.values()):
             p.dead_letters.poll()
             p.source.consume(1, 0.05)  # keeps the membership and serves rebalances; partitions are paused
             self._collect_results()
             self._dispatch(self._clock())
             self._commit_progress(self._clock())
             self.metrics.flush_counts()
-        unfinished = sorted(tp for tp, x in self.partitions.items() if not x.idle or x.busy)
+        unfinished = sorted(tp for tp, x in self.partitions.items() if not x.settled)
         p.senders.cancel_all()
         p.dead_letters.flush(max(0.0, deadline - self._clock()) + 1.0)
         p.dead_letters.poll()

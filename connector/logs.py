@@ -225,3 +225,48 @@ class DeadLetterLog:
                 held.window_s, ", ".join(f"{stage} {n}" for stage, n in by_stage.items()),
                 extra={"dead_letters": held.total, "by_stage": by_stage},
             )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ the loop's reminders
+
+UNEXPECTED_LOG_EVERY_S = 10.0
+HALT_LOG_EVERY_S = 60.0
+
+
+class UnexpectedLog:
+    """Records that met a fault no rule foresaw (a bug meeting odd input) are dead-lettered like any
+    bad record, and said loudly: one ERROR line at most every ``every_s``, with a count of the rest."""
+
+    def __init__(self, every_s: float = UNEXPECTED_LOG_EVERY_S) -> None:
+        self._every_s = every_s
+        self._logged_at = float("-inf")
+        self._unlogged = 0
+
+    def record(self, topic: str, partition: int, offset: int, reason: Reason, now: float) -> None:
+        self._unlogged += 1
+        if now - self._logged_at < self._every_s:
+            return
+        logging.getLogger("connector.app").error(
+            "%s[%d] offset %d: unexpected %s at stage %s: %s; the record is dead-lettered (%d such record(s) "
+            "since the last report)", topic, partition, offset, reason.exception, reason.stage, reason.message,
+            self._unlogged,
+        )  # fmt: skip
+        self._logged_at = now
+        self._unlogged = 0
+
+
+class HaltLog:
+    """While halted, an ERROR line every ``every_s`` naming each reason and its detail."""
+
+    def __init__(self, every_s: float = HALT_LOG_EVERY_S) -> None:
+        self._every_s = every_s
+        self._logged_at = float("-inf")
+
+    def remind(self, reasons: dict[str, str], now: float) -> None:
+        if not reasons or now - self._logged_at < self._every_s:
+            return
+        self._logged_at = now
+        logging.getLogger("connector.app").error(
+            "still halted (%s); nothing is sent, dead-lettered or committed past until the cause is fixed",
+            "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items())),
+        )

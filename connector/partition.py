@@ -186,6 +186,11 @@ class Partition:
         return self._inflight is not None or any(not b.resolved for b in self._sent)
 
     @property
+    def settled(self) -> bool:
+        """Nothing left to send or to wait for."""
+        return self.idle and not self.busy
+
+    @property
     def memory(self) -> int:
         """Estimated bytes kept alive by this partition's open, sealed and in-flight batches."""
         held = self._lane.held

@@ -28,19 +28,9 @@ from connector.routing import Route
 from connector.senders import Senders
 from connector.sink.client import AltcraftClient, SendJob
 from connector.sink.halt import BREAKER_REASON, HaltState
+from tests.support import FakeClock
 
 TOPIC = "profiles"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def settings(**sections: Any) -> Settings:
@@ -60,7 +50,7 @@ class Bed:
     """One fake broker, one fake API; members join with :meth:`member`."""
 
     def __init__(self, partitions: int = 1, answer: Callable[[Any], SendOutcome] | None = None, **sections: Any):
-        self.clock = Clock()
+        self.clock = FakeClock()
         self.broker = FakeBroker(partitions)
         self.sender = ScriptedSender(answer)
         self.executor = ManualExecutor()

@@ -1,0 +1,145 @@
+"""What the loop relies on from its ports (connector.ports), written once and run twice: against the
+in-memory fakes (tests/unit/test_ports_contract.py) and against the real adapters on the broker
+(tests/integration/test_ports_contract.py). A fake that passes here behaves, for the loop, like Kafka.
+
+A subclass provides a fresh two-partition topic per test and the means to produce to it, to open a
+group member, and to read the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from connector.models import Reason, TopicPartitionKey
+from connector.ports import DeadLetterSink, Record, Source
+from connector.source.consumer import Assigned
+
+PARTITIONS = 2
+
+
+class Member:
+    """A group member with what its callbacks saw and what it consumed."""
+
+    def __init__(self, source: Source, topic: str) -> None:
+        self.source = source
+        self.assigned: list[Assigned] = []
+        self.revoked: list[TopicPartitionKey] = []
+        self.records: list[Record] = []
+        source.subscribe([topic], on_assign=self.assigned.extend, on_revoke=self.revoked.extend,
+                         on_lost=self.revoked.extend)  # fmt: skip
+
+    def poll_until(self, cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            assert time.monotonic() < deadline, "timed out"
+            self.records.extend(self.source.consume(100, 0.1))
+
+    def values(self, partition: int) -> list[tuple[int, bytes | None]]:
+        return [(r.offset() or 0, r.value()) for r in self.records if r.partition() == partition]
+
+
+class SourceContract:
+    topic: str
+
+    def produce(self, partition: int, values: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def member(self) -> Member:
+        raise NotImplementedError
+
+    def test_each_partition_is_read_in_order_with_its_offsets(self) -> None:
+        self.produce(0, [b"a", b"b", b"c"])
+        self.produce(1, [b"x"])
+        m = self.member()
+        m.poll_until(lambda: len(m.records) == 4)
+        assert m.values(0) == [(0, b"a"), (1, b"b"), (2, b"c")]
+        assert m.values(1) == [(0, b"x")]
+        assert sorted(a.tp for a in m.assigned) == [(self.topic, 0), (self.topic, 1)]
+        assert all(a.committed is None and a.metadata == "" for a in m.assigned)
+        m.source.close()
+
+    def test_a_commit_with_metadata_is_what_the_next_member_starts_from(self) -> None:
+        self.produce(0, [b"a", b"b", b"c"])
+        first = self.member()
+        first.poll_until(lambda: len(first.records) == 3)
+        first.source.commit({(self.topic, 0): 2}, {(self.topic, 0): "akc1:2-2"})
+        first.source.close()
+        second = self.member()
+        second.poll_until(lambda: len(second.records) >= 1 and len(second.assigned) == PARTITIONS)
+        got = {a.tp: (a.committed, a.metadata) for a in second.assigned}
+        assert got[(self.topic, 0)] == (2, "akc1:2-2")
+        assert got[(self.topic, 1)] == (None, "")
+        assert second.values(0) == [(2, b"c")]
+        second.source.close()
+
+    def test_a_paused_partition_delivers_nothing_until_resumed(self) -> None:
+        m = self.member()
+        m.poll_until(lambda: len(m.assigned) == PARTITIONS)
+        m.source.pause([(self.topic, 0)])
+        self.produce(0, [b"held"])
+        self.produce(1, [b"flows"])
+        m.poll_until(lambda: len(m.values(1)) == 1)
+        for _ in range(5):
+            m.records.extend(m.source.consume(100, 0.1))
+        assert m.values(0) == []
+        m.source.resume([(self.topic, 0)])
+        m.poll_until(lambda: len(m.values(0)) == 1)
+        assert m.values(0) == [(0, b"held")]
+        m.source.close()
+
+    def test_seek_reads_again_from_an_offset(self) -> None:
+        self.produce(0, [b"a", b"b", b"c"])
+        m = self.member()
+        m.poll_until(lambda: len(m.values(0)) == 3)
+        m.source.seek((self.topic, 0), 1)
+        m.poll_until(lambda: len(m.values(0)) == 5)
+        assert m.values(0)[3:] == [(1, b"b"), (2, b"c")]
+        m.source.close()
+
+    def test_closing_revokes_what_the_member_holds(self) -> None:
+        m = self.member()
+        m.poll_until(lambda: len(m.assigned) == PARTITIONS)
+        m.source.close()
+        assert sorted(m.revoked) == [(self.topic, 0), (self.topic, 1)]
+
+
+class DeadLetterSinkContract:
+    """A letter counts once confirmed: ``done`` runs in poll() or flush(), and the letter is readable."""
+
+    dead_letter_topic: str
+
+    def sink(self) -> DeadLetterSink:
+        raise NotImplementedError
+
+    def read_letters(self, expected: int) -> list[tuple[bytes | None, dict[str, str]]]:
+        """The value and headers of the first ``expected`` letters of the dead-letter topic."""
+        raise NotImplementedError
+
+    def record(self, value: bytes, offset: int = 7) -> Any:
+        from connector.ports import FakeRecord
+
+        return FakeRecord("profiles", 1, offset, value, b"k", [("trace", b"abc")])
+
+    def test_a_letter_is_confirmed_once_and_carries_the_record_and_its_reason(self) -> None:
+        sink = self.sink()
+        confirmed: list[str] = []
+        reason = Reason("map", "MappingError", "missing matching field 'email'")
+        tag = uuid.uuid4().hex.encode()
+        sink.publish(self.record(tag), reason, lambda: confirmed.append("one"))
+        deadline = time.monotonic() + 30
+        while not confirmed and time.monotonic() < deadline:
+            sink.poll()
+            time.sleep(0.01)
+        assert sink.flush(10) == 0
+        assert confirmed == ["one"]
+        assert sink.halt_reason is None and not sink.failing
+        [(value, headers)] = self.read_letters(1)
+        assert value == tag
+        assert headers["__connect.errors.topic"] == "profiles"
+        assert headers["__connect.errors.offset"] == "7"
+        assert headers["__connect.errors.stage"] == "map"
+        assert headers["__connect.errors.exception.message"] == "missing matching field 'email'"
+        assert headers["trace"] == "abc"
