@@ -1,4 +1,4 @@
-"""One record's way through its route: decode, apply the op policy, map, serialize. Pure.
+"""One record's way through its route: decode, apply the op policy, the condition, map, serialize. Pure.
 
 The outcome says what the loop does with the record: send the item (its bytes, the common case, with no
 wrapper object), or skip it (counted) or dead-letter it with a reason (:class:`Unsent`).
@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from connector.config import Format, OpAction, RouteSettings
+import orjson
+
+from connector.condition import ROW_VARIABLES, VARIABLES, Condition, compile_condition
+from connector.config import AVRO_FORMATS, Format, OpAction, Otherwise, RouteSettings
 from connector.decode import Decoder, json_decoder
 from connector.decode.json_events import JsonDecoder, UndeclaredEncoding
-from connector.dlq import Reason
-from connector.errors import MappingError, RecordError, RecordTooLarge, TransientError
+from connector.errors import DecodeError, MappingError, RecordError, RecordTooLarge, TransientError
 from connector.mapping import Mapper
+from connector.models import ChangeEvent, Reason
 from connector.sink.request import BodyShape, body_shape
 
 
@@ -57,6 +61,16 @@ class Route:
         self._max_item = max_body_bytes - self.shape.overhead
         ops = settings.ops
         self._ops: dict[str, OpAction] = {"c": ops.c, "r": ops.r, "u": ops.u, "d": ops.d, "tombstone": ops.tombstone}
+        # routes[].when, compiled once; None (the common case) costs prepare one comparison.
+        self.condition: Condition | None = None
+        self._sides: _EnvelopeSides | None = None
+        if settings.when is not None:
+            avro = settings.format in AVRO_FORMATS
+            self.condition = compile_condition(settings.when, ROW_VARIABLES if avro else VARIABLES)
+            if settings.otherwise is not Otherwise.SKIP:  # refused by the settings until the loop can import
+                raise ValueError(f"route {self.name}: otherwise {settings.otherwise.value} is not supported yet")
+            if settings.format is Format.DEBEZIUM_JSON and self.condition.reads:
+                self._sides = _EnvelopeSides(self.decode, self.condition.reads)
 
     def prepare(self, value: bytes | None) -> bytes | Unsent:
         """The item of one record, or why there is none. Raises only :class:`TransientError`."""
@@ -74,6 +88,11 @@ class Route:
             stage = "map"
             if event.row is None:
                 raise MappingError(f"op {event.op!r} carries no row")
+            if self.condition is not None:
+                stage = "condition"
+                if not self._holds(event, value):
+                    return Unsent(skip="condition")
+                stage = "map"
             if self._fields_only:
                 fields = self.mapper.fields(event.row)
                 try:
@@ -102,6 +121,22 @@ class Route:
         except Exception as exc:  # the last resort: RecursionError, MemoryError, a bug meeting odd input
             return Unsent(dead=Reason(stage, type(exc).__name__, _message(exc)), unexpected=True)
 
+    def _holds(self, event: ChangeEvent, value: bytes | None) -> bool:
+        """Whether the route's condition engages this record (raises ConditionFailed when it cannot tell)."""
+        assert self.condition is not None
+        if event.op == "d":
+            before, after = event.row, None
+        else:
+            before, after = None, event.row
+        if self._sides is None or value is None:
+            return self.condition.holds(event.op, before, after, None)
+        # The envelope is read again only for the records whose verdict needs before or source.
+        verdict = self.condition.holds_without(event.op, after, *((before,) if event.op == "d" else ()))
+        if verdict is not None:
+            return verdict
+        before, source = self._sides(value, event)
+        return self.condition.holds(event.op, before, after, source)
+
     def _warn_once(self, exc: UndeclaredEncoding) -> None:
         """A misconfiguration, not a bad record: said once per column in the log, besides the dead letters."""
         if exc.column not in self._warned:
@@ -121,6 +156,37 @@ def _route_decoder(settings: RouteSettings, decoder: Decoder | None) -> Decoder:
 
 _JSON_FORMATS = (Format.JSON, Format.DEBEZIUM_JSON)
 log = logging.getLogger(__name__)
+
+
+class _EnvelopeSides:
+    """``before`` and ``source`` of a ``debezium-json`` record, for a condition that reads them.
+
+    The decoder keeps only the row (``after``; ``before`` for a delete), so the envelope is read again,
+    and only for routes whose condition reads these. An update's ``before`` goes through the route's
+    decoder as the row of a delete would: the same schema block or column types, the same placeholders
+    left out. Flattened records (ExtractNewRecordState) carry neither: null.
+    """
+
+    def __init__(self, decode: Decoder, reads: frozenset[str]) -> None:
+        self._decode = decode
+        self._before = "before" in reads
+
+    def __call__(self, value: bytes, event: ChangeEvent) -> tuple[Any, Any]:
+        before = event.row if event.op == "d" else None
+        doc = orjson.loads(value)  # the decoder read these bytes already: they are a JSON object
+        schema, payload = None, doc
+        if "payload" in doc and "schema" in doc:
+            schema, payload = doc["schema"], doc["payload"]
+        if payload.get("op") is None or not ("after" in payload or "before" in payload):
+            return before, None  # a flattened row
+        source = payload.get("source")
+        if not self._before or event.op == "d" or payload.get("before") is None:
+            return before, source
+        if type(payload["before"]) is not dict:
+            raise DecodeError("Debezium before is not an object")
+        delete: dict[str, Any] = {"op": "d", "before": payload["before"], "after": None}
+        read_as = delete if schema is None else {"schema": schema, "payload": delete}
+        return self._decode(orjson.dumps(read_as)).row, source
 
 
 class _OpRefused(MappingError):

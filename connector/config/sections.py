@@ -181,6 +181,18 @@ class OpAction(StrEnum):
     DEAD_LETTER = "dead-letter"
 
 
+class Otherwise(StrEnum):
+    # Not sent; counted in records_skipped_total{reason="condition"}.
+    SKIP = "skip"
+    # Imported into the database without entering the scenario (needs the loop's import action).
+    IMPORT = "import"
+
+
+# The otherwise actions the loop carries out. Import joins once the loop has an import action: then
+# this set names it, and routing.Route hands such records to it.
+OTHERWISE_AVAILABLE = frozenset({Otherwise.SKIP})
+
+
 Matching = Literal[
     "email", "email_profile", "email_sub", "phone", "phone_sub", "profile_id",
     "custom", "custom_sub", "email_phone", "email_phone_sub",
@@ -252,6 +264,11 @@ class RouteSettings(_Frozen):
     column_types: dict[str, str] = Field(default_factory=dict)
     # A column set to NULL: clear the Altcraft field it maps to (send null), or ignore it (send nothing).
     nulls: Literal["clear", "ignore"] = "clear"
+    # CEL expression over op, before, after and source, for the records the ops engage: a record for
+    # which it is false follows otherwise (README, "Conditions"). Absent: every such record engages.
+    when: str | None = None
+    # What a record for which when is false does: skip (counted, reason condition). import: not yet.
+    otherwise: Otherwise = Otherwise.SKIP
 
     # The checks spanning fields sit on the later field and read the earlier ones from info.data, where
     # a field is only when it was valid: each runs whenever what it needs is known.
@@ -301,6 +318,31 @@ class RouteSettings(_Frozen):
             raise ValueError(
                 f"unknown column types ({'; '.join(unknown)}): expected {', '.join(COLUMN_TYPE_NAMES)}, "
                 "decimal(<scale>) or a Debezium type name"
+            )
+        return v
+
+    @field_validator("when")
+    @classmethod
+    def _condition_compiles(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        # Imported here: the CEL runtime loads only for settings that have a condition.
+        from connector.condition import ROW_VARIABLES, VARIABLES, ConditionInvalid, compile_condition
+
+        fmt = info.data.get("format")
+        try:
+            compile_condition(v, ROW_VARIABLES if fmt in AVRO_FORMATS else VARIABLES)
+        except ConditionInvalid as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("otherwise")
+    @classmethod
+    def _otherwise_available(cls, v: Otherwise) -> Otherwise:
+        if v not in OTHERWISE_AVAILABLE:
+            raise ValueError(
+                f"{v.value} is not available yet: the connector cannot import a profile without engaging it "
+                f"until it has an import action; use {', '.join(sorted(OTHERWISE_AVAILABLE))} (the default)"
             )
         return v
 

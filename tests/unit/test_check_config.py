@@ -142,3 +142,61 @@ def test_a_yaml_syntax_error_is_located_but_not_echoed(tmp_path: Path, capsys: p
         f"altcraft.token: not valid YAML: mapping values are not allowed here (at {config} line 2, column 23)"
     ]
     assert "inline-s3cr3t" not in out + err and "oops" not in out + err
+
+
+def test_route_conditions_are_compiled_by_check_config_with_every_other_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text(
+        """\
+altcraft: {token: inline-token-1}
+schema_registry: {url: "http://registry:8081"}
+routes:
+  - name: customers
+    topics: [cdc.customers]
+    workflow_id: 12
+    when: 'after.tier == "vip" &&'
+  - name: orders
+    topics: [cdc.orders]
+    workflow_id: 0
+    when: 'op > 1'
+    otherwise: import
+  - name: events
+    topics: [cdc.events]
+    format: debezium-avro
+    workflow_id: 13
+    when: 'after.tier == "vip" && before == null'
+"""
+    )
+    code, out, err = check_config(capsys, config)
+    assert code == EXIT_BAD_SETTINGS
+    assert out == ""
+    assert problems_of(err) == [
+        "routes.0.when: at 1:23: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', "
+        "'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER} "
+        "(got 'after.tier == \"vip\" &&')",
+        "routes.1.workflow_id: Input should be greater than or equal to 1 (got 0)",
+        "routes.1.when: at 1:4: found no matching overload for '_>_' applied to '(string, int)' (got 'op > 1')",
+        "routes.1.otherwise: import is not available yet: the connector cannot import a profile without engaging "
+        "it until it has an import action; use skip (the default) (got 'import')",
+        "routes.2.when: before is not available for Avro routes yet (their decoder yields the row only): use op "
+        "and after (got 'after.tier == \"vip\" && before == null')",
+    ]
+
+
+def test_a_route_condition_that_compiles_is_shown_with_the_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "settings.yaml"
+    when = 'after.tier == "vip" && (before == null || before.tier != "vip")'
+    config.write_text(
+        f"""\
+altcraft: {{token: inline-token-1}}
+routes: [{{name: customers, topics: [cdc.customers], workflow_id: 12, when: '{when}'}}]
+"""
+    )
+    code, out, err = check_config(capsys, config, "--format", "json")
+    assert code == EXIT_OK, err
+    shown = json.loads(out)["routes"][0]
+    assert (shown["when"], shown["otherwise"]) == (when, "skip")

@@ -645,3 +645,13 @@ def test_no_url_credential_is_ever_shown(
         assert secret not in masked
     assert masked.startswith(f"{scheme}://")
     assert mask_url_credentials(masked) == masked  # masking what is masked changes nothing
+
+
+def test_a_route_condition_can_be_given_through_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    when = '!has(after.tier) || after.tier != "vip"'  # a leading ! is a YAML tag: the text is taken as it is
+    s = load_settings(path, environ={ENV_PREFIX + "ROUTES__0__WHEN": when})
+    assert s.routes[0].when == when
+    with pytest.raises(SettingsError) as err:
+        load_settings(path, environ={ENV_PREFIX + "ROUTES__0__WHEN": "after.tier =="})
+    assert [p.split(":")[0] for p in err.value.problems] == ["routes.0.when"]
