@@ -19,12 +19,13 @@ from connector.config.checks import _CROSS_CHECKS, _UNKNOWN, _cross_problems, _f
 from connector.config.fields import _file_text, _header_safe_text, _plain, _WrittenFloat, _WrittenInt
 from connector.config.masking import _looks_secret, _mask
 from connector.config.settings import Settings
+from connector.errors import ConnectorError
 
 ENV_PREFIX = "ALTCRAFT_CONNECTOR__"
 PASSTHROUGH_MAPS = {("kafka", "common"), ("kafka", "consumer"), ("kafka", "producer")}
 
 
-class SettingsError(Exception):
+class SettingsError(ConnectorError):
     """Every problem found in the settings, one line each, with its key path."""
 
     def __init__(self, problems: list[str]) -> None:

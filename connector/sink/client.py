@@ -24,6 +24,7 @@ import httpx
 import orjson
 
 from connector.config import AltcraftSettings, Mode
+from connector.errors import ConnectorError
 from connector.metrics import Metrics
 from connector.models import ItemRejection, SendOutcome
 from connector.ratelimit import RateLimiter
@@ -63,7 +64,7 @@ EPOCH_WAY_OUT = (
 )
 
 
-class Abandoned(Exception):
+class Abandoned(ConnectorError):
     """The connector is stopping: the batch was left unfinished (its replay resends the same Request-ID)."""
 
 

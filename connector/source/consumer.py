@@ -23,6 +23,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from connector.errors import ConnectorError
 from connector.models import TopicPartitionKey
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Assigned:
     metadata: str
 
 
-class CommitFailed(Exception):
+class CommitFailed(ConnectorError):
     """A synchronous commit did not succeed for every partition."""
 
 
