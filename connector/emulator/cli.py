@@ -102,6 +102,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure produced-to-acknowledged latency from this item field (Unix ms), shown in /_emulator/stats",
     )
     parser.add_argument(
+        "--order-field",
+        default=None,
+        help="record, per profile, this item field's values in applied order, shown in /_emulator/order",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=default_workers(),
@@ -175,6 +180,7 @@ def config_from_args(args: argparse.Namespace, now: float) -> EmulatorConfig:
         task_delay_s=args.task_delay_s,
         request_log_size=args.request_log_size,
         latency_field=args.latency_field,
+        order_field=args.order_field,
         workers=args.workers,
         faults=faults,
     )

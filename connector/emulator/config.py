@@ -39,6 +39,9 @@ class EmulatorConfig:
     # latency measured when their request is executed and answered (produced -> acknowledged), for
     # benchmarks: GET /_emulator/stats shows its quantiles.
     latency_field: str | None = None
+    # Items carrying this field have its value recorded, per profile, in the order they were applied
+    # (created or updated), for tests of per-profile order: GET /_emulator/order shows the lists.
+    order_field: str | None = None
     # Worker processes that parse and validate big bodies in parallel (0: all in the server process).
     workers: int = 0
     # Faults active from the start (and again after a reset).
@@ -67,6 +70,8 @@ class EmulatorConfig:
             problems.append("answer_cache_bytes: must be >= 0")
         if not 0 <= self.workers <= 64:
             problems.append("workers: between 0 and 64")
+        if self.order_field is not None and (not isinstance(self.order_field, str) or not self.order_field):
+            problems.append("order_field: a non-empty field name, or None")
         if self.request_log_size < 1:
             problems.append("request_log_size: must be >= 1")
         if problems:

@@ -27,7 +27,7 @@ import orjson
 from connector.emulator.config import EmulatorConfig
 from connector.emulator.dedup import StoredAnswer
 from connector.emulator.faults import FaultConfig, FaultDecision, FaultKind
-from connector.emulator.importer import BatchCall, first_invalid, import_items, results_json
+from connector.emulator.importer import BatchCall, first_invalid, import_items, record_order, results_json
 from connector.emulator.prepare import (
     BATCH,
     BATCH_TASK,
@@ -267,6 +267,8 @@ def run_batch(state: EmulatorState, call: BatchCall, strict: bool) -> tuple[dict
         c["items_rejected"] += n
         return error_payload(400, "strict mode: the batch has invalid items"), 400
     out = import_items(state.profiles, state.engagements, call)
+    if state.order is not None and out.accepted:
+        record_order(state.order, call, out.results)
     c["items_accepted"] += out.accepted
     c["items_rejected"] += out.rejected
     c["profiles_created"] += out.created
@@ -367,6 +369,8 @@ def _single(
         state.profiles.update(pid, fields)
         c["profiles_updated"] += 1
     c["items_accepted"] += 1
+    if state.order is not None:
+        state.order.add(pid, fields, matching, field_name)
     state.engagements.add(workflow_id, rid, matching, field_name, [pid])
     return _Outcome({"error": 0, "error_text": OK_TEXT, "profile_id": pid}, 0, store=True)
 

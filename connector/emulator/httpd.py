@@ -47,6 +47,14 @@ class Backend(Protocol):
     @property
     def max_body_bytes(self) -> int: ...
 
+    def request_started(self) -> None:
+        """An API request's headers were read (counted until :meth:`request_finished`)."""
+        ...
+
+    def request_finished(self) -> None:
+        """That request was answered, reset or abandoned."""
+        ...
+
     def decide_faults(self) -> tuple[FaultDecision, FaultConfig, float]:
         """The fault decision of an arriving API request (in arrival order), the faults, the time."""
         ...
@@ -168,7 +176,12 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         if path.startswith("/api/"):
             if method == "POST":
-                self._api(path)
+                backend = self.server.backend
+                backend.request_started()
+                try:
+                    self._api(path)
+                finally:
+                    backend.request_finished()
             else:
                 self._discard_small_body()
                 self._send(

@@ -15,6 +15,7 @@ from typing import cast
 import orjson
 
 from connector.emulator.engagements import Engagements
+from connector.emulator.order import OrderLog
 from connector.emulator.prepare import Items
 from connector.emulator.profiles import Ids, ProfileStore, decode
 from connector.emulator.validation import AMBIGUOUS, OK_TEXT, ItemError
@@ -143,6 +144,15 @@ def import_items(store: ProfileStore, engagements: Engagements, call: BatchCall)
         ok = results if accepted == len(results) else [r for r in results if type(r) is str]
         engagements.add(call.workflow_id, call.request_id, matching, field_name, cast(list[str], ok))
     return ImportOutcome(results, accepted, len(results) - accepted, created, updated)
+
+
+def record_order(order: OrderLog, call: BatchCall, results: list[ItemResult]) -> None:
+    """Add the order field's value of every applied item of a batch to its profile's list, in item
+    order. Off the hot path: it runs only when an order field is set (tests, not benchmarks)."""
+    _, _, raws = call.items.unpack()
+    for raw, result in zip(raws, results, strict=True):
+        if type(result) is str:
+            order.add(result, decode(raw), call.matching, call.field_name)
 
 
 def results_json(results: list[ItemResult], all_ok: bool) -> str:

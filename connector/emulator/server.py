@@ -7,6 +7,7 @@ outside it. The HTTP layer is :mod:`connector.emulator.httpd`.
     with Emulator(EmulatorConfig(tokens=["t"])) as emu:     # binds 127.0.0.1, a free port
         httpx.post(f"{emu.url}/api/v1.1/profiles/import_batch", json={...})
         emu.profiles(); emu.engagements(); emu.requests(); emu.stats()
+        emu.order()                                         # with EmulatorConfig(order_field="seq")
         emu.set_faults(error_500_rate=0.5)
 """
 
@@ -51,6 +52,7 @@ from connector.emulator.state import EmulatorState
 from connector.emulator.views import (
     QueryError,
     engagements_view,
+    order_view,
     profiles_view,
     requests_view,
     stats_view,
@@ -179,6 +181,12 @@ class Emulator:
             params["profile_id"] = profile_id
         return list(self._view(engagements_view, params)["engagements"])
 
+    def order(self, profile_id: str | None = None) -> list[dict[str, Any]]:
+        """Per profile, the values of ``config.order_field`` in applied order:
+        ``{"profile_id", "matching", "matching_value", "values"}``, as ``GET /_emulator/order``."""
+        params = {"profile_id": profile_id} if profile_id is not None else {}
+        return list(self._view(order_view, params)["profiles"])
+
     def requests(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The request log, oldest first (see :class:`connector.emulator.state.RequestRecord`)."""
         params = {"limit": str(limit)} if limit is not None else {}
@@ -215,7 +223,9 @@ class Emulator:
         """Forget everything: profiles, engagements, duplicates, tasks, log, counters; faults back to
         the configured ones and the random stream back to the seed."""
         with self._lock:
+            in_flight = self._state.requests_in_flight
             self._state = self._fresh_state()
+            self._state.requests_in_flight = self._state.requests_in_flight_max = in_flight
             self._faults = self.config.faults
 
     # --- the Backend the HTTP layer calls (connector.emulator.httpd.Backend) -------------------------
@@ -223,6 +233,14 @@ class Emulator:
     @property
     def max_body_bytes(self) -> int:
         return self.config.max_body_bytes
+
+    def request_started(self) -> None:
+        with self._lock:
+            self._state.request_started()
+
+    def request_finished(self) -> None:
+        with self._lock:
+            self._state.request_finished()
 
     def decide_faults(self) -> tuple[FaultDecision, FaultConfig, float]:
         """Draw the next request's fault decision (the random stream advances once per API request)."""
@@ -263,7 +281,12 @@ class Emulator:
     def answer_control(self, method: str, path: str, params: Mapping[str, str], body: bytes) -> Reply:
         """The /_emulator/ endpoints: inspection, faults, reset."""
         name = path.removeprefix("/_emulator/").strip("/")
-        views = {"profiles": profiles_view, "engagements": engagements_view, "requests": requests_view}
+        views = {
+            "profiles": profiles_view,
+            "engagements": engagements_view,
+            "requests": requests_view,
+            "order": order_view,
+        }
         try:
             if method == "GET" and name in views:
                 with self._lock:
@@ -313,6 +336,7 @@ class Emulator:
             dedup_window_s=c.dedup_window_s,
             answer_cache_bytes=c.answer_cache_bytes,
             request_log_size=c.request_log_size,
+            order_field=c.order_field,
         )
 
     def _view(

@@ -1,5 +1,6 @@
 """Everything the emulator remembers, in one value: profiles, engagements, duplicate answers, tasks,
-the request log, counters, quota usage and the fault random stream.
+the request log, counters, quota usage, the fault random stream, the per-profile order of a chosen
+field's values (when one is chosen) and how many API requests were in flight at once.
 
 Pure and single-threaded (the server holds a lock around every use); time is passed in.
 """
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from connector.emulator.dedup import DedupStore
 from connector.emulator.engagements import Engagements
+from connector.emulator.order import OrderLog
 from connector.emulator.profiles import ProfileStore
 from connector.emulator.tasks import TaskStore
 
@@ -44,7 +46,15 @@ def id_prefix(seed: int, salt: str) -> str:
 
 
 class EmulatorState:
-    def __init__(self, *, seed: int, dedup_window_s: float, answer_cache_bytes: int, request_log_size: int) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        dedup_window_s: float,
+        answer_cache_bytes: int,
+        request_log_size: int,
+        order_field: str | None = None,
+    ) -> None:
         self.rng = random.Random(seed)
         self.profiles = ProfileStore(id_prefix(seed, "profile"))
         self.engagements = Engagements()
@@ -59,6 +69,19 @@ class EmulatorState:
         self.quota_requests_used = 0
         # Produced-to-acknowledged latencies in ms (see EmulatorConfig.latency_field), the most recent ones.
         self.latencies_ms: deque[int] = deque(maxlen=2_000_000)
+        # Per profile, the values of EmulatorConfig.order_field in applied order (None: not recorded).
+        self.order: OrderLog | None = OrderLog(order_field) if order_field else None
+        # API requests between their headers being read and their answer written (or the reset), now
+        # and at most so far: how many a client kept in flight at once.
+        self.requests_in_flight = 0
+        self.requests_in_flight_max = 0
+
+    def request_started(self) -> None:
+        self.requests_in_flight += 1
+        self.requests_in_flight_max = max(self.requests_in_flight_max, self.requests_in_flight)
+
+    def request_finished(self) -> None:
+        self.requests_in_flight = max(0, self.requests_in_flight - 1)
 
     def record(
         self,
@@ -121,4 +144,9 @@ class EmulatorState:
             "quota_profiles_used": self.quota_profiles_used,
             "quota_requests_used": self.quota_requests_used,
             "bodies_parsed_by_workers": c["bodies_parsed_by_workers"],
+            "requests_in_flight": self.requests_in_flight,
+            "requests_in_flight_max": self.requests_in_flight_max,
+            "order_field": self.order.field if self.order is not None else None,
+            "order_profiles": len(self.order) if self.order is not None else 0,
+            "order_missing": self.order.missing if self.order is not None else 0,
         }

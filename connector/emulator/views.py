@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from connector.emulator.engagements import Engagement
 from connector.emulator.faults import FaultConfig
+from connector.emulator.order import ProfileOrder
 from connector.emulator.profiles import first_phone
 from connector.emulator.state import EmulatorState
 
@@ -100,6 +101,29 @@ def engagements_view(state: EmulatorState, params: Mapping[str, str]) -> dict[st
     return {
         "total": state.engagements.distinct(),
         "engagements": [engagement_json(state, w, p, r) for w, p, r in page],
+    }
+
+
+def order_json(state: EmulatorState, pid: str, rec: ProfileOrder) -> dict[str, Any]:
+    value = (
+        pid if rec.matching == "profile_id" else matching_value(state.profiles.get(pid), rec.matching, rec.field_name)
+    )
+    return {"profile_id": pid, "matching": rec.matching, "matching_value": value, "values": list(rec.values)}
+
+
+def order_view(state: EmulatorState, params: Mapping[str, str]) -> dict[str, Any]:
+    """Per profile, the order field's values in the order they were applied; optionally one ``profile_id``.
+
+    ``field`` is null (and the list empty) when the emulator records no order field."""
+    order = state.order
+    if order is None:
+        return {"field": None, "total": 0, "missing": 0, "profiles": []}
+    page = _page(order.records(params.get("profile_id") or None), params)
+    return {
+        "field": order.field,
+        "total": len(order),
+        "missing": order.missing,
+        "profiles": [order_json(state, pid, rec) for pid, rec in page],
     }
 
 

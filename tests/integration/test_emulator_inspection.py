@@ -1,8 +1,9 @@
-"""The inspection endpoints under /_emulator/: profiles, engagements, requests, stats, reset."""
+"""The inspection endpoints under /_emulator/: profiles, engagements, requests, order, stats, reset."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -129,3 +130,37 @@ def test_python_api_matches_the_endpoints(emu: Emulator, client: httpx.Client) -
     assert emu.requests() == client.get("/_emulator/requests").json()["requests"][:1]
     with emu.locked() as state:
         assert len(state.profiles) == 1
+
+
+def test_order_lists_each_profiles_values_in_applied_order() -> None:
+    with Emulator(EmulatorConfig(tokens=[TOKEN], order_field="seq")) as emu, httpx.Client(base_url=emu.url) as c:
+        for rid, changes in (("r1", [("a@example.com", 1), ("b@example.com", 2)]),
+                             ("r2", [("A@example.com", 3), ("b@example.com", 4), ("a@example.com", 5)]),
+                             ("r2", [("a@example.com", 6)])):  # fmt: skip
+            body = {"token": TOKEN, "workflow_id": 12, "data": [{"data": {"email": e, "seq": n}} for e, n in changes]}
+            assert c.post(BATCH, json=body, headers={"Request-ID": rid}).json()["error"] == 0
+        got = c.get("/_emulator/order").json()
+        assert (got["field"], got["total"], got["missing"]) == ("seq", 2, 0)
+        assert {r["matching_value"].lower(): r["values"] for r in got["profiles"]} == {
+            "a@example.com": [1, 3, 5],  # the third request was a duplicate of the second: not applied
+            "b@example.com": [2, 4],
+        }
+        assert emu.order() == got["profiles"]
+        first = got["profiles"][0]["profile_id"]
+        assert c.get("/_emulator/order", params={"profile_id": first}).json()["profiles"] == got["profiles"][:1]
+        assert c.get("/_emulator/stats").json()["order_profiles"] == 2
+
+
+def test_stats_show_how_many_requests_were_in_flight_at_once(emu: Emulator, client: httpx.Client) -> None:
+    emu.set_faults(latency_s=0.5)
+
+    def post(i: int) -> int:
+        with httpx.Client(base_url=emu.url, timeout=10) as c:
+            return int(c.post(BATCH, json=_batch(f"u{i}@example.com")).json()["error"])
+
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(post, range(3))) == [0, 0, 0]
+    stats = client.get("/_emulator/stats").json()
+    assert (stats["requests_in_flight"], stats["requests_in_flight_max"]) == (0, 3)
+    client.post("/_emulator/reset")
+    assert client.get("/_emulator/stats").json()["requests_in_flight_max"] == 0
