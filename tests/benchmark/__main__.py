@@ -4,8 +4,11 @@ In one run, against the same real Kafka broker, the same data and the same emula
 
 - the ceiling: raw consumption with ``consume(10000)`` and no processing;
 - the floor pipeline: a minimal consume -> decode -> build body -> POST -> commit loop without any of
-  the connector's guarantees;
+  the connector's guarantees (asynchronous commits, the fairest floor);
 - the connector itself, as a user runs it (``altcraft-connector run`` with a production-like config);
+- both again with 1,000-item requests (``--small-batch``);
+- the latency-bound case: one partition of mostly distinct profiles, an API taking 1 s per request,
+  2,000-item batches and 8 requests in flight, against the bound those allow (8 x 2,000 / 1 s);
 
 each as a child process, so that CPU seconds and peak RSS are that process's own (``wait4``). It
 prints events/s, CPU seconds per million events and peak RSS (medians over the repetitions), the
@@ -24,14 +27,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import fastavro
 import httpx
 import orjson
+import pydantic
 import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -42,12 +47,20 @@ from connector.demo_data import DEMO_FIELDS, generate
 from connector.emulator import process as emulator_process
 from connector.schema_registry.samples import CUSTOMER_ENVELOPE, CUSTOMER_SUBJECT, customer_change, load_schema
 from connector.schema_registry.server import RegistryServer
+from tests.benchmark import bound
+from tests.benchmark.floor import GUARANTEES as FLOOR_GUARANTEES
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "bench-token"
 WORKFLOW = 12
 PY = sys.executable
 LINGER_S = 1.0
+CONNECTOR_GUARANTEES = (
+    "every record engaged once within Altcraft's deduplication window (offset ranges recorded before "
+    "sending, replayed after a crash or rebalance under the same Request-IDs), retries, splits and "
+    "bisection, per-item results, dead letters confirmed before offsets move, halts on configuration "
+    "faults, per-profile Kafka order, memory bounded by pausing partitions"
+)
 
 
 def main() -> int:
@@ -68,6 +81,32 @@ def main() -> int:
         help="how long the connector runs on the whole backlog against a slow API (0: skip)",
     )
     ap.add_argument("--slow-latency", type=float, default=4.0, help="seconds the API takes per request then")
+    ap.add_argument(
+        "--small-batch",
+        type=int,
+        default=1_000,
+        help="also measure the floor and the connector with requests of this many items (0: skip)",
+    )
+    ap.add_argument(
+        "--latency-bound-seconds",
+        type=float,
+        default=1.0,
+        help="the latency-bound case: seconds the API takes per request (0: skip)",
+    )
+    ap.add_argument("--latency-bound-events", type=int, default=160_000, help="its events, on one partition")
+    ap.add_argument("--latency-bound-batch", type=int, default=2_000, help="its batch size (max_items)")
+    ap.add_argument(
+        "--latency-bound-in-flight",
+        type=int,
+        default=8,
+        help="its max_in_flight (and max_in_flight_per_partition, where the connector has it)",
+    )
+    ap.add_argument(
+        "--latency-bound-update-share",
+        type=float,
+        default=0.1,
+        help="share of its events that update one of a million existing customers; the others are new (default 0.1)",
+    )
     args = ap.parse_args()
 
     broker = None
@@ -101,6 +140,19 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
     log("producing the Avro twin of the data")
     produce(bootstrap, avro_topic, avro_twins(registry, generate(args.events, args.partitions, 0.0, seed=1).events))
     runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "floor": [], "connector": [], "connector_avro": []}
+    if args.small_batch > 0:
+        runs.update(floor_small=[], connector_small=[])
+    bound_topic = None
+    overlapping = (0, 0)
+    if args.latency_bound_seconds > 0:
+        bound_topic = f"bench-bound-{tag}"
+        create_topic(bootstrap, bound_topic, 1)
+        log(f"producing {args.latency_bound_events} mostly distinct changes to one partition")
+        records, ids = bound.changes(args.latency_bound_events, args.latency_bound_update_share)
+        produce(bootstrap, bound_topic, ((k, v, 0) for k, v in records))
+        overlapping = bound.overlapping_batches(ids, args.latency_bound_batch, args.latency_bound_in_flight)
+        del records, ids
+        runs["latency_bound"] = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             if args.warmup:
@@ -124,6 +176,28 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
                     measure_connector(bootstrap, avro_topic, f"avro-{tag}-{rep}", args.events, url, Path(tmp),
                                       registry_url=registry.url)
                 )  # fmt: skip
+                if args.small_batch > 0:
+                    log(f"repetition {rep + 1}/{args.reps}: floor and connector, {args.small_batch}-item requests")
+                    runs["floor_small"].append(
+                        measure_script(
+                            "floor",
+                            bootstrap,
+                            topic,
+                            f"floor-small-{tag}-{rep}",
+                            args.events,
+                            url,
+                            batch=args.small_batch,
+                        )
+                    )
+                    runs["connector_small"].append(
+                        measure_connector(bootstrap, topic, f"conn-small-{tag}-{rep}", args.events, url, Path(tmp),
+                                          max_items=args.small_batch)
+                    )  # fmt: skip
+                if bound_topic is not None:
+                    log(f"repetition {rep + 1}/{args.reps}: latency-bound, {args.latency_bound_seconds} s per request")
+                    runs["latency_bound"].append(
+                        measure_latency_bound(bootstrap, bound_topic, f"bound-{tag}-{rep}", url, Path(tmp), args)
+                    )
             slow = None
             if args.slow_seconds > 0:
                 log(f"memory on the whole backlog for {args.slow_seconds:.0f} s, {args.slow_latency} s per request")
@@ -140,19 +214,39 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
         "connector_to_floor": conn["events_per_s"] / floor["events_per_s"],
         "connector_to_ceiling": conn["events_per_s"] / ceil["events_per_s"],
     }
+    if "connector_small" in summary:
+        ratios["connector_small_to_floor_small"] = (
+            summary["connector_small"]["events_per_s"] / summary["floor_small"]["events_per_s"]
+        )
+    latency_bound = None
+    if "latency_bound" in summary:
+        latency_bound = {
+            **summary["latency_bound"],
+            "events": args.latency_bound_events,
+            "request_latency_s": args.latency_bound_seconds,
+            "batch": args.latency_bound_batch,
+            "max_in_flight": args.latency_bound_in_flight,
+            "max_in_flight_per_partition": args.latency_bound_in_flight if knows_per_partition_limit() else None,
+            "update_share": args.latency_bound_update_share,
+            "batches_overlapping_earlier_in_flight": overlapping[0],
+            "batches": overlapping[1],
+        }
     result = {
         "events": args.events,
         "partitions": args.partitions,
         "repetitions": args.reps,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "small_batch": args.small_batch,
         "median": summary,
         "ratios": ratios,
+        "latency_bound": latency_bound,
+        "guarantees": {"floor": FLOOR_GUARANTEES, "connector": CONNECTOR_GUARANTEES},
         "latency": latency,
         "slow_api": slow,
         "runs": runs,
     }
     Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print_table(summary, ratios, latency, slow, args)
+    print_table(summary, ratios, latency, slow, latency_bound, args)
     return 0
 
 
@@ -231,12 +325,16 @@ def proc_status_mb(pid: int, key: str) -> float:
     return 0.0
 
 
-def measure_script(name: str, bootstrap: str, topic: str, group: str, events: int, url: str) -> dict[str, float]:
+def measure_script(
+    name: str, bootstrap: str, topic: str, group: str, events: int, url: str, batch: int | None = None
+) -> dict[str, float]:
     cmd = [PY, "-m", f"tests.benchmark.{name}", "--bootstrap", bootstrap, "--topic", topic, "--group", group,
            "--events", str(events)]  # fmt: skip
     reset_emulator(url)
     if name == "floor":
         cmd += ["--url", url, "--token", TOKEN, "--workflow", str(WORKFLOW)]
+        if batch is not None:
+            cmd += ["--batch", str(batch)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdout is not None
     out = proc.stdout.read()
@@ -247,11 +345,25 @@ def measure_script(name: str, bootstrap: str, topic: str, group: str, events: in
     return figures(got["events"], got["elapsed_s"], usage, got["peak_rss_mb"])
 
 
-def connector_config(bootstrap: str, topic: str, group: str, url: str, port: int) -> dict[str, Any]:
+def knows_per_partition_limit() -> bool:
+    """Whether this connector has ``altcraft.max_in_flight_per_partition`` (several requests of one
+    partition in flight); before it, a partition had one request in flight at a time."""
+    from connector.config import AltcraftSettings
+
+    try:
+        AltcraftSettings.model_validate({"token": "t", "max_in_flight_per_partition": 2})
+    except pydantic.ValidationError:
+        return False
+    return True
+
+
+def connector_config(
+    bootstrap: str, topic: str, group: str, url: str, port: int, *, max_items: int = 10_000, max_in_flight: int = 4
+) -> dict[str, Any]:
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": group},
-        "altcraft": {"base_url": url, "token": TOKEN, "max_in_flight": 4},
-        "batching": {"max_items": 10_000, "max_bytes": 9_000_000, "linger_s": LINGER_S},
+        "altcraft": {"base_url": url, "token": TOKEN, "max_in_flight": max_in_flight},
+        "batching": {"max_items": max_items, "max_bytes": 9_000_000, "linger_s": LINGER_S},
         "routes": [{"name": "customers", "topics": [topic], "format": "debezium-json", "workflow_id": WORKFLOW,
                     "matching": "email", "fields": {**DEMO_FIELDS, "bench_produced_ms": "bench_produced_ms"}}],
         "dead_letter": {"topic": f"{topic}-dlq"},
@@ -299,11 +411,28 @@ def start_connector(config: dict[str, Any], workdir: Path, name: str) -> subproc
 
 
 def measure_connector(
-    bootstrap: str, topic: str, group: str, events: int, url: str, workdir: Path, registry_url: str | None = None
+    bootstrap: str,
+    topic: str,
+    group: str,
+    events: int,
+    url: str,
+    workdir: Path,
+    registry_url: str | None = None,
+    *,
+    max_items: int = 10_000,
+    config: dict[str, Any] | None = None,
+    after_reset: Callable[[], None] | None = None,
 ) -> dict[str, float]:
+    """``config``: the connector's settings instead of the usual ones (then ``max_items`` is not used);
+    ``after_reset``: called once the emulator was reset, before the connector starts."""
     port = free_port()
     reset_emulator(url)
-    config = connector_config(bootstrap, topic, group, url, port)
+    if after_reset is not None:
+        after_reset()
+    if config is None:
+        config = connector_config(bootstrap, topic, group, url, port, max_items=max_items)
+    else:
+        config = {**config, "observability": {**config["observability"], "port": port}}
     if registry_url is not None:
         config["routes"][0]["format"] = "debezium-avro"
         config["schema_registry"] = {"url": registry_url}
@@ -336,6 +465,32 @@ def measure_connector(
     if first is None or done_at is None:
         raise RuntimeError(f"the connector did not finish (exit {code}); see {workdir / group}.log")
     return figures(events, done_at - first, usage, peak)
+
+
+def measure_latency_bound(
+    bootstrap: str, topic: str, group: str, url: str, workdir: Path, args: argparse.Namespace
+) -> dict[str, float]:
+    """One partition, an API taking ``--latency-bound-seconds`` per request, full batches of
+    ``--latency-bound-batch`` items, ``--latency-bound-in-flight`` requests in flight: events/s against the
+    bound those allow (in flight x batch / latency), and how many requests the emulator saw at once."""
+    n = args.latency_bound_in_flight
+    config = connector_config(bootstrap, topic, group, url, 0, max_items=args.latency_bound_batch, max_in_flight=n)
+    if knows_per_partition_limit():
+        config["altcraft"]["max_in_flight_per_partition"] = n
+
+    def slow_api() -> None:  # after the reset measure_connector makes, before the connector starts
+        httpx.post(f"{url}/_emulator/faults", json={"latency_s": args.latency_bound_seconds}, timeout=10
+                   ).raise_for_status()  # fmt: skip
+
+    try:
+        got = measure_connector(bootstrap, topic, group, args.latency_bound_events, url, workdir, config=config,
+                                after_reset=slow_api)  # fmt: skip
+        stats = httpx.get(f"{url}/_emulator/stats", timeout=30).json()
+    finally:
+        httpx.post(f"{url}/_emulator/faults", json={"clear": True}, timeout=10)
+    limit = n * args.latency_bound_batch / args.latency_bound_seconds
+    return {**got, "bound_events_per_s": limit, "to_bound": got["events_per_s"] / limit,
+            "requests_in_flight_max": float(stats.get("requests_in_flight_max", 0))}  # fmt: skip
 
 
 def measure_slow_api(
@@ -477,16 +632,55 @@ def medians(rs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def print_table(
-    summary: dict[str, dict[str, float]], ratios: dict[str, float], latency: Any, slow: Any, args: Any
+    summary: dict[str, dict[str, float]],
+    ratios: dict[str, float],
+    latency: Any,
+    slow: Any,
+    latency_bound: Any,
+    args: Any,
 ) -> None:
     print()
     print(f"{args.events} events over {args.partitions} partitions, medians of {args.reps} repetitions")
-    print(f"{'':12} {'events/s':>12} {'CPU s / M events':>18} {'peak RSS MB':>12}")
-    for name in ("ceiling", "floor", "connector", "connector_avro"):
-        r = summary[name]
-        print(f"{name:12} {r['events_per_s']:>12,.0f} {r['cpu_s_per_million']:>18.1f} {r['peak_rss_mb']:>12.0f}")
-    print(f"connector / floor   {ratios['connector_to_floor']:.2f}")
+    print(f"{'':16} {'events/s':>12} {'CPU s / M events':>18} {'peak RSS MB':>12}")
+    names = {
+        "ceiling": "ceiling",
+        "floor": "floor",
+        "connector": "connector",
+        "connector_avro": "connector_avro",
+        "floor_small": f"floor {args.small_batch}",
+        "connector_small": f"connector {args.small_batch}",
+    }
+    for key, name in names.items():
+        if key in summary:
+            r = summary[key]
+            print(f"{name:16} {r['events_per_s']:>12,.0f} {r['cpu_s_per_million']:>18.1f} {r['peak_rss_mb']:>12.0f}")
+    print(f"connector / floor   {ratios['connector_to_floor']:.2f} (10,000-item requests)")
     print(f"connector / ceiling {ratios['connector_to_ceiling']:.2f}")
+    if "connector_small_to_floor_small" in ratios:
+        small = ratios["connector_small_to_floor_small"]
+        print(f"connector / floor   {small:.2f} ({args.small_batch:,}-item requests)")
+    for who, what in (("floor", FLOOR_GUARANTEES), ("connector", CONNECTOR_GUARANTEES)):
+        print(
+            textwrap.fill(
+                what, 110, initial_indent=f"{'guarantees of the ' + who + ':':30}", subsequent_indent=" " * 30
+            )
+        )
+    if latency_bound:
+        b = latency_bound
+        per_partition = (f"{b['max_in_flight_per_partition']} per partition" if b["max_in_flight_per_partition"]
+                         else "one per partition: the connector has no max_in_flight_per_partition yet")  # fmt: skip
+        print(
+            f"latency-bound: 1 partition, {b['request_latency_s']} s per request, {b['batch']:,}-item batches, "
+            f"{b['max_in_flight']} in flight ({per_partition})"
+        )
+        print(
+            f"  {b['events_per_s']:,.0f} events/s = {b['to_bound']:.2f} of the bound {b['bound_events_per_s']:,.0f} "
+            f"events/s ({b['max_in_flight']} x {b['batch']:,} / {b['request_latency_s']} s); at most "
+            f"{b['requests_in_flight_max']:.0f} requests at once at the API"
+        )
+        print(f"  {b['events']:,} events, {b['update_share']:.0%} of them updates of 1,000,000 existing customers, "
+              f"the others new: {b['batches_overlapping_earlier_in_flight']} of {b['batches']} batches share a "
+              f"profile with one of the {b['max_in_flight'] - 1} before them")  # fmt: skip
     if latency:
         p50, p99 = latency.get("p50_ms", float("nan")), latency.get("p99_ms", float("nan"))
         print(f"end-to-end latency at {latency['rate_achieved']:,.0f} events/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms")

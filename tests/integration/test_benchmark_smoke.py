@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -16,16 +18,23 @@ def test_benchmark_runs_every_part_and_reports_them(kafka: Any, tmp_path: Path) 
     done = subprocess.run(
         [sys.executable, "-m", "tests.benchmark", "--events", "6000", "--partitions", "4", "--reps", "1",
          "--latency-rate", "2000", "--latency-seconds", "2", "--slow-seconds", "4", "--slow-latency", "0.2",
+         "--small-batch", "1000", "--latency-bound-seconds", "0.3", "--latency-bound-events", "1600",
+         "--latency-bound-batch", "100", "--latency-bound-in-flight", "4",
          "--bootstrap", kafka.bootstrap, "--out", str(out)],
         capture_output=True, text=True, timeout=400, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text())
-    for part in ("ceiling", "floor", "connector", "connector_avro"):
+    for part in ("ceiling", "floor", "connector", "connector_avro", "floor_small", "connector_small"):
         figures = result["median"][part]
         assert figures["events_per_s"] > 0 and figures["cpu_s_per_million"] > 0 and figures["peak_rss_mb"] > 0
-    assert result["ratios"]["connector_to_floor"] > 0
+    assert result["ratios"]["connector_to_floor"] > 0 and result["ratios"]["connector_small_to_floor_small"] > 0
+    bound = result["latency_bound"]
+    assert bound["bound_events_per_s"] == pytest.approx(4 * 100 / 0.3) and 0 < bound["to_bound"] <= 1.2
+    assert bound["requests_in_flight_max"] >= 1 and bound["batches"] == 16
+    assert result["guarantees"]["floor"].startswith("none")
     assert result["latency"]["count"] > 0 and result["latency"]["p99_ms"] >= result["latency"]["p50_ms"]
     slow = result["slow_api"]
     assert slow["events_resolved"] > 0 and slow["peak_rss_mb"] >= slow["rss_mb_at_100pct"] > 0
-    assert "connector / floor" in done.stdout
+    assert "connector / floor" in done.stdout and "latency-bound" in done.stdout
+    assert "guarantees of the floor" in done.stdout
