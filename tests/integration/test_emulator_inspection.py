@@ -162,5 +162,9 @@ def test_stats_show_how_many_requests_were_in_flight_at_once(emu: Emulator, clie
         assert list(pool.map(post, range(3))) == [0, 0, 0]
     stats = client.get("/_emulator/stats").json()
     assert (stats["requests_in_flight"], stats["requests_in_flight_max"]) == (0, 3)
+    emu.set_faults(latency_s=0, reset_rate=1.0)  # a request that ends in a reset is over too
+    with pytest.raises(httpx.TransportError), httpx.Client(base_url=emu.url, timeout=10) as c:
+        c.post(BATCH, json=_batch("v@example.com"))
+    assert client.get("/_emulator/stats").json()["requests_in_flight"] == 0
     client.post("/_emulator/reset")
     assert client.get("/_emulator/stats").json()["requests_in_flight_max"] == 0
