@@ -87,6 +87,7 @@ class Connector:
         dl = settings.dead_letter
         self._breaker = Breaker(dl.breaker_window, dl.breaker_max_share, dl.breaker_max_consecutive)
         self._last_commit = self._last_gauges = self._commit_backoff_until = 0.0
+        self._recording = 0  # batches in commits not answered yet
         self._unexpected_log, self._halt_log = UnexpectedLog(), HaltLog()
 
     # ------------------------------------------------------------------ lifecycle
@@ -199,7 +200,8 @@ class Connector:
                 continue
             consumed += 1
             if type(prepared) is bytes:
-                part.add(offset, prepared, msg, now, len(prepared) + len(value or b"") + RECORD_OVERHEAD)
+                weight = len(prepared) + len(value or b"") + RECORD_OVERHEAD
+                part.add(offset, prepared, msg, now, weight, key=route.key)
                 continue
             assert isinstance(prepared, Unsent)
             if prepared.dead is None:
@@ -266,23 +268,33 @@ class Connector:
 
     # 6.
     def _dispatch(self, now: float) -> None:
-        if self.halt:
+        if self.halt or now < self._commit_backoff_until:
             return  # halted: the in-flight senders probe; nothing new goes out
-        capacity = self.settings.altcraft.max_in_flight - self._p.senders.inflight
+        capacity = self.settings.altcraft.max_in_flight - self._p.senders.inflight - self._recording
         planned: list[tuple[Partition, Batch]] = []
         for part in self.partitions.values():
-            batch = part.next_to_send(now)
-            if batch is not None and len(planned) < capacity:
-                planned.append((part, batch))
-        if not planned or now < self._commit_backoff_until:
+            if capacity <= 0:
+                break
+            chosen = part.ready_to_send(now, capacity)
+            capacity -= len(chosen)
+            planned += [(part, batch) for batch in chosen]
+        if not planned:
             return
-        # Recorded before sent: a crash after this commit replays these ranges exactly.
-        recorded = {part.tp: part.record(batch) for part, batch in planned}
-        if not self._commit(recorded):
-            return
+        # Recorded before sent: one asynchronous commit names every range about to be sent; its
+        # confirmation (served inside a later consume) hands them to the senders.
         for part, batch in planned:
-            part.start(batch)
-            self._submit(batch)
+            part.record(batch)
+        self._recording += len(planned)
+        recorded = {part.tp: part.metadata() for part in {part for part, _ in planned}}
+        self._commit(recorded, lambda ok: self._recorded(planned, ok))
+
+    def _recorded(self, planned: list[tuple[Partition, Batch]], ok: bool) -> None:
+        self._recording -= len(planned)
+        for part, batch in planned:
+            if not ok:
+                part.not_recorded(batch)
+            elif part.recorded(batch):
+                self._submit(batch)
 
     def _submit(self, batch: Batch) -> None:
         route = self._p.routes[batch.tp[0]]
@@ -313,27 +325,43 @@ class Connector:
 
     # 8.
     def _commit_progress(self, now: float, force: bool = False) -> None:
+        """Commit the partitions whose resolved prefix moved: asynchronously in the loop, synchronously
+        (``force``) before partitions are let go."""
         if not force and now - self._last_commit < COMMIT_INTERVAL_S:
             return
         self._last_commit = now
         moved = {tp: c for tp, part in self.partitions.items() if (c := part.to_commit()) is not None}
         if moved:
-            self._commit(moved)
+            self._commit(moved, None if force else (lambda ok: None))
 
-    def _commit(self, commits: dict[TopicPartitionKey, tuple[int, str]]) -> bool:
+    def _commit(self, commits: dict[TopicPartitionKey, tuple[int, str]], then: Callable[[bool], None] | None) -> None:
+        """Commit offsets with their metadata; ``then(ok)`` runs when an asynchronous commit is answered
+        (None: wait for the answer here)."""
         started = time.perf_counter()
+
+        def done(error: Exception | None) -> None:
+            if error is not None:
+                log.warning("commit failed, will retry: %s", error)
+                self._commit_backoff_until = self._clock() + COMMIT_BACKOFF_S
+            else:
+                self.metrics.commit_duration.observe(time.perf_counter() - started)
+                for tp, (offset, _) in commits.items():
+                    if (part := self.partitions.get(tp)) is not None:
+                        part.committed(offset)
+                self.metrics.last_progress.set(time.time())
+            if then is not None:
+                then(error is None)
+
+        offsets, metadata = {tp: c[0] for tp, c in commits.items()}, {tp: c[1] for tp, c in commits.items()}
+        if then is not None:
+            self._p.source.commit(offsets, metadata, on_done=done)
+            return
         try:
-            self._p.source.commit({tp: c[0] for tp, c in commits.items()}, {tp: c[1] for tp, c in commits.items()})
+            self._p.source.commit(offsets, metadata)
         except CommitFailed as exc:
-            log.warning("commit failed, will retry: %s", exc)
-            self._commit_backoff_until = self._clock() + COMMIT_BACKOFF_S
-            return False
-        self.metrics.commit_duration.observe(time.perf_counter() - started)
-        for tp, (offset, _) in commits.items():
-            if (part := self.partitions.get(tp)) is not None:
-                part.committed(offset)
-        self.metrics.last_progress.set(time.time())
-        return True
+            done(exc)
+            return
+        done(None)
 
     # 9.
     def _update_gauges(self, now: float) -> None:
@@ -357,7 +385,8 @@ class Connector:
     def _on_assign(self, assigned: list[Assigned]) -> None:
         self.health.joined = True
         for a in assigned:
-            part = Partition(a.tp, self._policy, self._p.routes[a.tp[0]].shape.overhead, a.committed, a.metadata)
+            part = Partition(a.tp, self._policy, self._p.routes[a.tp[0]].shape.overhead, a.committed, a.metadata,
+                             self.settings.altcraft.max_in_flight_per_partition)  # fmt: skip
             if part.replay:
                 log.info("%s[%d]: replaying %d batch range(s) recorded before %s: %s",
                          *a.tp, len(part.replay), a.committed, part.replay)  # fmt: skip
@@ -367,6 +396,8 @@ class Connector:
         """Finish the revoked partitions' requests within the drain deadline, commit, then let go."""
         deadline = self._drain_deadline()
         mine = [self.partitions[tp] for tp in tps if tp in self.partitions]
+        for part in mine:
+            part.let_go_of_recording()  # their recording commits are answered only in a later consume
         while self._clock() < deadline and any(part.busy for part in mine):
             self._p.dead_letters.poll()
             self._collect_results()
@@ -382,8 +413,8 @@ class Connector:
         for tp in tps:
             part = self.partitions.pop(tp)
             part.dropped = True
-            if part.inflight is not None:
-                self._p.senders.cancel(part.inflight)
+            for batch in part.inflight:
+                self._p.senders.cancel(batch)
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(tp[0], str(tp[1]))
 

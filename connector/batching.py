@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from connector.models import TopicPartitionKey
+from connector.ordering import ProfileKey, ProfileKeys
 from connector.replay import Range
 
 LINGER_SPREAD = 0.2
@@ -61,6 +62,9 @@ class Batch:
     items: list[bytes] = field(default_factory=list)
     sources: list[object] = field(default_factory=list)  # the record behind each item
     replayed: bool = False
+    # The profiles of its items (connector.ordering): ``keys``, and ``barrier`` when an item's is unknown.
+    keys: set[ProfileKey] = field(default_factory=set)
+    barrier: bool = False
     held: int = 0  # estimated bytes of memory the batch keeps alive (items and their records)
     pending_dead_letters: int = 0
     answered: bool = False  # the API's outcome (or no request needed) is known
@@ -96,10 +100,13 @@ class Lane:
         self._replay = deque(sorted(replay))
         self._on_seal = on_seal
 
-    def add(self, offset: int, item: bytes | None, source: object, now: float, weight: int = 0) -> Batch:
+    def add(
+        self, offset: int, item: bytes | None, source: object, now: float, weight: int = 0, key: ProfileKeys = None
+    ) -> Batch:
         """Append one record and return its batch; ``item`` is None for a record that will not be sent.
 
-        ``weight``: the memory the record keeps alive while its batch is held (for the memory bound)."""
+        ``weight``: the memory the record keeps alive while its batch is held (for the memory bound);
+        ``key``: the profile(s) the item is about (None: unknown)."""
         replay = self._replay
         while replay and offset > replay[0][1]:
             self._seal_replayed(replay.popleft())
@@ -114,6 +121,7 @@ class Lane:
                 batch.size += len(item) + (1 if batch.items else 0)
                 batch.items.append(item)
                 batch.sources.append(source)
+                _note_key(batch, key)
             batch.held += weight
             if offset == rng[1]:
                 replay.popleft()
@@ -140,6 +148,10 @@ class Lane:
             current.size += len(item) + 1 if items else len(item)
             items.append(item)
             current.sources.append(source)
+            if type(key) is str:
+                current.keys.add(key)
+            else:
+                _note_key(current, key)
             if len(items) >= policy.max_items:
                 self.seal()
         return current
@@ -176,17 +188,20 @@ class Lane:
         else:
             self.seal()
 
-    # -- the sealed batches, oldest first
+    # -- the sealed batches, in offset order
 
-    def peek(self) -> Batch | None:
-        return self._ready[0] if self._ready else None
+    def take(self, batch: Batch) -> None:
+        """Take a sealed batch out (it is being sent)."""
+        if self._ready[0] is batch:
+            self._ready.popleft()
+        else:
+            self._ready.remove(batch)
 
-    def pop(self) -> Batch:
-        return self._ready.popleft()
-
-    def push_front(self, batch: Batch) -> None:
-        """Put a batch taken by :meth:`pop` back at the head (sent again later)."""
-        self._ready.appendleft(batch)
+    def put_back(self, batch: Batch) -> None:
+        """Put a batch taken by :meth:`take` back in its place (it is sent again later)."""
+        ready = self._ready
+        at = next((i for i, b in enumerate(ready) if b.first > batch.first), len(ready))
+        ready.insert(at, batch)
 
     @property
     def open(self) -> Batch | None:
@@ -212,3 +227,12 @@ class Lane:
     def backlog(self) -> int:
         """Sealed batches waiting for their turn."""
         return len(self._ready)
+
+
+def _note_key(batch: Batch, key: ProfileKeys) -> None:
+    if key is None:
+        batch.barrier = True
+    elif type(key) is str:
+        batch.keys.add(key)
+    else:
+        batch.keys.update(key)

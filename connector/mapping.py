@@ -118,6 +118,11 @@ class Mapper:
         self._never_null = tuple(dict.fromkeys(("email", *self._match)))
 
     @property
+    def match_fields(self) -> tuple[str, ...]:
+        """The profile fields Altcraft matches by in this route."""
+        return self._match
+
+    @property
     def fields_only(self) -> bool:
         """Whether items carry profile fields only (no per-item content or custom_data)."""
         return not self._content and not self._custom

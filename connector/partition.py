@@ -2,15 +2,19 @@
 
 A batch's life, owned here from end to end::
 
-    open --seal--> sealed --start--> in flight --answered--> answered --dead letters confirmed--> resolved
-                     ^                    |
-                     +----requeue---------+   (the sender failed, or is stopping: same range, same key)
+    open --seal--> sealed --record--> recording --recorded--> in flight --answered--> answered
+                     ^                    |                       |                       |
+                     +----put back--------+-----------------------+     dead letters confirmed
+                          (commit failed; sender failed or stopping:           |
+                           same range, same key)                            resolved
 
-A partition sends one batch at a time, in offset order. A batch without items (every record skipped
-or dead-lettered) needs no request: it is answered when its turn comes. A batch is resolved once
-answered and every dead letter of it is confirmed; the committed offset is the end of the resolved
-prefix (:class:`~connector.source.offsets.PartitionOffsets`). What the commit records, and what the
-next owner replays, follows the rule of :mod:`connector.replay`.
+Several batches of a partition may be recorded and in flight at once, up to a cap, when the ordering
+rule of :mod:`connector.ordering` lets them (their profiles are disjoint from those of earlier
+batches still unanswered). A batch without items (every record skipped or dead-lettered) needs no
+request: it is answered when sealed. A batch is resolved once answered and every dead letter of it
+is confirmed; the committed offset is the end of the resolved prefix
+(:class:`~connector.source.offsets.PartitionOffsets`). What the commit records, and what the next
+owner replays, follows the rule of :mod:`connector.replay`.
 
 No Kafka, no HTTP, no clock: the loop passes ``now`` in and does the I/O.
 """
@@ -19,37 +23,58 @@ from __future__ import annotations
 
 from connector.batching import Batch, BatchPolicy, Lane
 from connector.models import TopicPartitionKey
-from connector.replay import Range, format_metadata, ranges_to_replay, record_before_send
+from connector.ordering import ProfileKeys, choose
+from connector.replay import Range, format_metadata, ranges_to_replay
 from connector.source.offsets import PartitionOffsets
 
 BACKLOG_PAUSE = 2  # sealed batches waiting in one partition before it is paused
+# Commit metadata is kept within the broker's default offset.metadata.max.bytes (4,096): a partition
+# starts no new batch while the ranges it records would not fit (about 180 ranges); they shrink as the
+# oldest batches resolve.
+METADATA_BUDGET = 4000
 
 
 class Partition:
     """The loop's view of one partition: what to send next, what to commit, whether to pause."""
 
     def __init__(
-        self, tp: TopicPartitionKey, policy: BatchPolicy, overhead: int, committed: int | None, metadata: str
+        self,
+        tp: TopicPartitionKey,
+        policy: BatchPolicy,
+        overhead: int,
+        committed: int | None,
+        metadata: str,
+        max_in_flight: int = 1,
     ) -> None:
         self.tp = tp
         self.replay: list[Range] = ranges_to_replay(committed, metadata)
         self._offsets = PartitionOffsets(committed)
         self._committed = committed
         self._lane = Lane(tp, policy, overhead, self.replay, on_seal=self._sealed)
-        self._inflight: Batch | None = None
-        self._sent: list[Batch] = []  # sent (or about to be), not yet passed by the committed offset
+        self._max_in_flight = max_in_flight
+        self._recording: list[Batch] = []  # in a commit not confirmed yet
+        self._inflight: list[Batch] = []  # with a sender
+        self._sent: list[Batch] = []  # recorded (or being recorded), not yet passed by the committed offset
         self._held_until: float | None = None
         self._send_paused_until: float | None = None
+        self._changed = True  # something the ordering rule looks at changed since the last choice
         self.dropped = False  # revoked or lost: answers and confirmations that arrive late change nothing
 
     # -- records
 
     def add(
-        self, offset: int, item: bytes | None, source: object, now: float, weight: int = 0, dead: bool = False
+        self,
+        offset: int,
+        item: bytes | None,
+        source: object,
+        now: float,
+        weight: int = 0,
+        dead: bool = False,
+        key: ProfileKeys = None,
     ) -> Batch:
-        """One record's verdict: an item to send, or none (skipped, or ``dead``: a dead letter is on its
-        way and the batch waits for its confirmation)."""
-        batch = self._lane.add(offset, item, source, now, weight)
+        """One record's verdict: an item to send (about the profile ``key``), or none (skipped, or
+        ``dead``: a dead letter is on its way and the batch waits for its confirmation)."""
+        batch = self._lane.add(offset, item, source, now, weight, key)
         if dead:
             batch.pending_dead_letters += 1
         return batch
@@ -80,55 +105,89 @@ class Partition:
 
     # -- sending
 
-    def next_to_send(self, now: float) -> Batch | None:
-        """The oldest sealed batch when nothing of this partition is in flight or paused. Batches
-        without items are answered on the way (no request needed)."""
-        if self._inflight is not None:
-            return None
+    def ready_to_send(self, now: float, limit: int) -> list[Batch]:
+        """Sealed batches that may be recorded and sent now (at most ``limit``, and this partition's cap):
+        the ordering rule, the sender-fault pause and the metadata budget decide."""
         if self._send_paused_until is not None:
             if now < self._send_paused_until:
-                return None
+                return []
             self._send_paused_until = None
-        lane = self._lane
-        while (batch := lane.peek()) is not None and not batch.items:
-            lane.pop()
-            batch.answered = True
-            self._settle(batch)
-        return batch
+            self._changed = True
+        if not self._changed:
+            return []
+        self._changed = False
+        busy = self._recording + self._inflight
+        chosen = choose(self._lane.sealed, busy, min(limit, self._max_in_flight - len(busy)))
+        room = METADATA_BUDGET - len(format_metadata(b.key_range for b in self._sent))
+        out = []
+        for batch in chosen:
+            if batch in self._sent:  # recorded before (sent again after a failure): already counted
+                out.append(batch)
+                continue
+            first, last = batch.key_range
+            room -= len(f"{first}-{last};")
+            if room < 0:
+                break
+            out.append(batch)
+        if len(out) < len(chosen):
+            self._changed = True  # try the rest again next time
+        return out
 
-    def record(self, batch: Batch) -> tuple[int, str]:
-        """The offset and metadata to commit before ``batch`` is sent (see :mod:`connector.replay`)."""
-        recorded = [b.key_range for b in self._sent if b is not batch]
-        return record_before_send(self._offsets.committable(), batch.first, recorded, batch.key_range)
-
-    def start(self, batch: Batch) -> None:
-        """``batch`` (the head of the sealed ones) goes to a sender; its range is recorded."""
-        assert self._lane.peek() is batch and self._inflight is None
-        self._lane.pop()
-        self._inflight = batch
+    def record(self, batch: Batch) -> None:
+        """``batch`` goes into the next commit's metadata; it is sent once that commit is confirmed."""
+        self._lane.take(batch)
+        self._recording.append(batch)
         if batch not in self._sent:  # a batch sent again after a failure is listed once
             self._sent.append(batch)
 
+    def recorded(self, batch: Batch) -> bool:
+        """The commit naming ``batch`` is confirmed: it goes to a sender (True) unless let go meanwhile."""
+        if self.dropped or batch not in self._recording:
+            return False
+        self._recording.remove(batch)
+        self._inflight.append(batch)
+        return True
+
+    def not_recorded(self, batch: Batch) -> None:
+        """The commit naming ``batch`` failed: it waits again, in its place."""
+        if batch in self._recording:
+            self._recording.remove(batch)
+            self._lane.put_back(batch)
+            self._changed = True
+
+    def metadata(self) -> tuple[int, str]:
+        """The offset and metadata every commit carries now: the resolved prefix (or, before anything
+        is resolved, the first offset recorded), and every range that may reach the API."""
+        offset = self._offsets.committable()
+        if offset is None:
+            offset = min((b.first for b in self._sent), default=0)
+        return offset, format_metadata(b.key_range for b in self._sent)
+
     def in_flight(self, batch: Batch) -> bool:
-        return not self.dropped and self._inflight is batch
+        return not self.dropped and batch in self._inflight
 
     @property
-    def inflight(self) -> Batch | None:
-        return self._inflight
+    def inflight(self) -> list[Batch]:
+        return list(self._inflight)
+
+    @property
+    def recording(self) -> int:
+        return len(self._recording)
 
     def requeue(self, batch: Batch, pause_until: float | None = None) -> None:
-        """The sender gave ``batch`` back unanswered: it goes first again (same range, same key),
-        after ``pause_until`` when the sender itself failed."""
-        assert self._inflight is batch
-        self._inflight = None
-        self._lane.push_front(batch)
-        self._send_paused_until = pause_until
+        """The sender gave ``batch`` back unanswered: it waits again in its place (same range, same key),
+        and the partition sends nothing before ``pause_until`` when the sender itself failed."""
+        self._inflight.remove(batch)
+        self._lane.put_back(batch)
+        if pause_until is not None:
+            self._send_paused_until = pause_until
+        self._changed = True
 
     def answered(self, batch: Batch, dead_letters: int) -> list[object]:
         """The platform answered for every item; ``dead_letters`` of them are on their way to the
         dead-letter topic. Returns the records behind the items (by item index); the items are let go."""
-        assert self._inflight is batch
-        self._inflight = None
+        self._inflight.remove(batch)
+        self._changed = True
         batch.answered = True
         batch.pending_dead_letters += dead_letters
         sources = batch.sources
@@ -137,8 +196,19 @@ class Partition:
         self._settle(batch)
         return sources
 
+    def let_go_of_recording(self) -> None:
+        """Revoked: batches whose recording commit is not confirmed are never sent by this member."""
+        for batch in self._recording:
+            self._lane.put_back(batch)
+        self._recording.clear()
+
     def _sealed(self, batch: Batch) -> None:
         self._offsets.track(batch.first, batch.last)
+        self._changed = True
+        if not batch.items:  # nothing to send: answered at once, resolved once its dead letters are
+            self._lane.take(batch)
+            batch.answered = True
+            self._settle(batch)
 
     def _settle(self, batch: Batch) -> None:
         if batch.resolved and not self.dropped:
@@ -177,13 +247,14 @@ class Partition:
 
     @property
     def idle(self) -> bool:
-        """Nothing open, sealed or in flight."""
-        return self._lane.empty and self._inflight is None
+        """Nothing open, sealed, being recorded or in flight."""
+        return self._lane.empty and not self._inflight and not self._recording
 
     @property
     def busy(self) -> bool:
-        """A request in flight, or a batch sent and not resolved (its dead letters are on their way)."""
-        return self._inflight is not None or any(not b.resolved for b in self._sent)
+        """A request in flight or being recorded, or a batch sent and not resolved (its dead letters
+        are on their way)."""
+        return bool(self._inflight or self._recording) or any(not b.resolved for b in self._sent)
 
     @property
     def settled(self) -> bool:
@@ -192,9 +263,8 @@ class Partition:
 
     @property
     def memory(self) -> int:
-        """Estimated bytes kept alive by this partition's open, sealed and in-flight batches."""
-        held = self._lane.held
-        return held + self._inflight.held if self._inflight is not None else held
+        """Estimated bytes kept alive by this partition's open, sealed, recording and in-flight batches."""
+        return self._lane.held + sum(b.held for b in self._recording) + sum(b.held for b in self._inflight)
 
     @property
     def backlog(self) -> int:

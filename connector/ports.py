@@ -52,8 +52,15 @@ class Source(Protocol):
     def pause(self, tps: Sequence[TopicPartitionKey]) -> None: ...
     def resume(self, tps: Sequence[TopicPartitionKey]) -> None: ...
     def seek(self, tp: TopicPartitionKey, offset: int) -> None: ...
-    def commit(self, offsets: dict[TopicPartitionKey, int], metadata: dict[TopicPartitionKey, str]) -> None:
-        """Synchronous; raises :class:`~connector.source.consumer.CommitFailed` unless every partition succeeded."""
+    def commit(
+        self,
+        offsets: dict[TopicPartitionKey, int],
+        metadata: dict[TopicPartitionKey, str],
+        on_done: Callable[[Exception | None], None] | None = None,
+    ) -> None:
+        """Without ``on_done``: synchronous, raises :class:`~connector.source.consumer.CommitFailed` unless
+        every partition succeeded. With it: asynchronous; ``on_done(error or None)`` runs inside a later
+        :meth:`consume`, in the order the commits were made."""
 
     def position_lag(self) -> dict[TopicPartitionKey, int]: ...
     def close(self) -> None: ...
@@ -157,6 +164,7 @@ class FakeSource:
         self._paused: set[TopicPartitionKey] = set()
         self._events: list[tuple[str, list[TopicPartitionKey]]] = []
         self._callbacks: tuple[AssignCallback, RevokeCallback, RevokeCallback] | None = None
+        self._answers: list[tuple[Callable[[Exception | None], None], Exception | None]] = []
         self.closed = False
 
     def subscribe(
@@ -199,6 +207,9 @@ class FakeSource:
         return (None, "") if got is None else got
 
     def consume(self, max_records: int, timeout_s: float) -> list[FakeRecord]:
+        answers, self._answers = self._answers, []
+        for on_done, error in answers:
+            on_done(error)
         self._rebalance()
         out: list[FakeRecord] = []
         for tp in sorted(self._positions):  # in runs per partition, as librdkafka hands them out
@@ -219,16 +230,26 @@ class FakeSource:
     def seek(self, tp: TopicPartitionKey, offset: int) -> None:
         self._positions[tp] = offset
 
-    def commit(self, offsets: dict[TopicPartitionKey, int], metadata: dict[TopicPartitionKey, str]) -> None:
+    def commit(
+        self,
+        offsets: dict[TopicPartitionKey, int],
+        metadata: dict[TopicPartitionKey, str],
+        on_done: Callable[[Exception | None], None] | None = None,
+    ) -> None:
+        error: Exception | None = None
         if self._broker.fail_commits > 0:
             self._broker.fail_commits -= 1
-            raise CommitFailed("the fake broker refuses this commit")
-        foreign = [tp for tp in offsets if tp not in self._positions]
-        if foreign:
-            raise CommitFailed(f"not assigned to this member: {foreign}")
-        done = {tp: (off, metadata.get(tp, "")) for tp, off in offsets.items()}
-        self._broker.committed.update(done)
-        self._broker.commits.append(done)
+            error = CommitFailed("the fake broker refuses this commit")
+        elif foreign := [tp for tp in offsets if tp not in self._positions]:
+            error = CommitFailed(f"not assigned to this member: {foreign}")
+        else:
+            done = {tp: (off, metadata.get(tp, "")) for tp, off in offsets.items()}
+            self._broker.committed.update(done)
+            self._broker.commits.append(done)
+        if on_done is not None:
+            self._answers.append((on_done, error))  # answered at the next consume, as librdkafka does
+        elif error is not None:
+            raise error
 
     def position_lag(self) -> dict[TopicPartitionKey, int]:
         return {tp: len(self._broker.logs[tp]) - pos for tp, pos in self._positions.items()}

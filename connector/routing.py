@@ -26,6 +26,7 @@ from connector.decode.json_events import JsonDecoder, UndeclaredEncoding
 from connector.errors import DecodeError, MappingError, RecordError, RecordTooLarge, TransientError
 from connector.mapping import Mapper
 from connector.models import ChangeEvent, Reason
+from connector.ordering import ProfileKeys, profile_keys
 from connector.sink.request import BodyShape, body_shape
 
 
@@ -58,6 +59,10 @@ class Route:
         self.mapper = Mapper(settings)
         self.shape: BodyShape = body_shape(settings)
         self._fields_only = self.mapper.fields_only
+        self._match = self.mapper.match_fields
+        # The profile key(s) of the item the last prepare() returned (connector.ordering); set only when
+        # prepare returns bytes, read by the loop right after, so no wrapper object is made per record.
+        self.key: ProfileKeys = None
         self._max_item = max_body_bytes - self.shape.overhead
         ops = settings.ops
         self._ops: dict[str, OpAction] = {"c": ops.c, "r": ops.r, "u": ops.u, "d": ops.d, "tombstone": ops.tombstone}
@@ -101,10 +106,12 @@ class Route:
                     raise _unwritable(exc) from None
             else:
                 mapped = self.mapper.map(event.row)
+                fields = mapped.fields
                 try:
                     item = self.shape.item(mapped)
                 except TypeError as exc:
                     raise _unwritable(exc) from None
+            self.key = profile_keys(fields, self._match)
             stage = "size"
             if len(item) > self._max_item:
                 raise RecordTooLarge(

@@ -75,6 +75,23 @@ class SourceContract:
         assert second.values(0) == [(2, b"c")]
         second.source.close()
 
+    def test_asynchronous_commits_are_answered_in_order_inside_consume(self) -> None:
+        self.produce(0, [b"a", b"b", b"c"])
+        m = self.member()
+        m.poll_until(lambda: len(m.records) == 3)
+        answers: list[tuple[str, Exception | None]] = []
+        tp = (self.topic, 0)
+        m.source.commit({tp: 1}, {tp: "akc1:1-1"}, on_done=lambda e: answers.append(("first", e)))
+        m.source.commit({tp: 2}, {tp: "akc1:2-2"}, on_done=lambda e: answers.append(("second", e)))
+        assert answers == []  # not before the next consume
+        m.poll_until(lambda: len(answers) == 2)
+        assert answers == [("first", None), ("second", None)]
+        m.source.close()
+        nxt = self.member()
+        nxt.poll_until(lambda: len(nxt.assigned) == PARTITIONS)
+        assert {a.tp: (a.committed, a.metadata) for a in nxt.assigned}[tp] == (2, "akc1:2-2")
+        nxt.source.close()
+
     def test_a_paused_partition_delivers_nothing_until_resumed(self) -> None:
         m = self.member()
         m.poll_until(lambda: len(m.assigned) == PARTITIONS)

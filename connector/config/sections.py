@@ -103,8 +103,11 @@ class AltcraftSettings(_Frozen):
     token_file: Path | None = None
     # Timeout of one HTTP request, in seconds.
     request_timeout_s: float = Field(default=30.0, gt=0, le=600)
-    # Requests in flight at once (never two for the same partition).
+    # Requests in flight at once, over all partitions.
     max_in_flight: int = Field(default=4, ge=1, le=64)
+    # Requests of one partition in flight at once. Batches of one partition go in parallel only when
+    # no profile is in two of them (per-profile order is kept); 1 sends a partition's batches one by one.
+    max_in_flight_per_partition: int = Field(default=4, ge=1, le=64)
     # The platform's request body limit, in bytes (10 MB on the cloud; configurable on premise).
     max_body_bytes: int = Field(default=10_000_000, ge=10_000, le=1_000_000_000)
     # Retries of transient failures.

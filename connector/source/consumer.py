@@ -17,6 +17,7 @@ What it fixes, so that the rest of the pipeline cannot get it wrong:
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,8 @@ class KafkaSource:
         self._error_cb: Callable[[KafkaError], None] | None = props.get("error_cb")
         self._fatal: KafkaError | None = None
         self._props["error_cb"] = self._on_error
+        self._props["on_commit"] = self._on_commit
+        self._commit_answers: deque[Callable[[Exception | None], None]] = deque()
         self._consumer = Consumer(self._props)
         self._on_assign: AssignCallback | None = None
         self._on_revoke: RevokeCallback | None = None
@@ -205,19 +208,28 @@ class KafkaSource:
         self,
         offsets: dict[TopicPartitionKey, int],
         metadata: dict[TopicPartitionKey, str] | None = None,
-        *,
-        asynchronous: bool = False,
+        on_done: Callable[[Exception | None], None] | None = None,
     ) -> None:
         """Commit explicit offsets (the next offset to read), each with its metadata string.
 
-        Synchronous by default; raises :class:`CommitFailed` unless every partition succeeded.
+        Without ``on_done``: synchronous; raises :class:`CommitFailed` unless every partition succeeded.
+        With it: asynchronous; librdkafka answers inside a later :meth:`consume` (its ``on_commit``
+        callback, in the order the commits were made; synchronous commits do not call it), and
+        ``on_done`` gets None or the :class:`CommitFailed`.
         """
         if not offsets:
+            if on_done is not None:
+                on_done(None)
             return
         metadata = metadata or {}
         tps = [TopicPartition(t, p, off, metadata.get((t, p), "")) for (t, p), off in offsets.items()]
-        if asynchronous:
-            self._consumer.commit(offsets=tps, asynchronous=True)
+        if on_done is not None:
+            self._commit_answers.append(on_done)
+            try:
+                self._consumer.commit(offsets=tps, asynchronous=True)
+            except KafkaException as exc:
+                self._commit_answers.pop()
+                on_done(CommitFailed(str(exc)))
             return
         try:
             result = self._consumer.commit(offsets=tps, asynchronous=False)
@@ -226,6 +238,16 @@ class KafkaSource:
         failed = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in result or [] if tp.error is not None]
         if failed:
             raise CommitFailed("; ".join(failed))
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's answer to an asynchronous commit (served inside consume())."""
+        if not self._commit_answers:
+            return
+        on_done = self._commit_answers.popleft()
+        failed = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in partitions or [] if tp.error is not None]
+        if err is not None:
+            failed.insert(0, str(err))
+        on_done(CommitFailed("; ".join(failed)) if failed else None)
 
     def committed(
         self, tps: Sequence[TopicPartitionKey], timeout_s: float = 10.0

@@ -134,12 +134,25 @@ def test_a_batch_is_recorded_before_it_is_sent() -> None:
     bed = Bed()
     bed.produce(3)
     c = bed.member()
-    bed.turns(c, 1, send=False)  # the loop hands the batch to a sender; the request has not run yet
+    c.step()  # the range is committed, asynchronously; nothing goes to a sender before the answer
+    assert bed.committed() == (0, [(0, 2)])
+    assert bed.executor.waiting == 0
+    c.step()  # the commit's answer (served inside consume) hands the batch to a sender
     assert bed.executor.waiting == 1 and not bed.sender.jobs
-    assert bed.committed() == (0, [(0, 2)])  # committed, naming the range about to be sent
     bed.executor.run()
-    bed.turns(c, 1)
+    bed.turns(c, 3)
+    assert bed.emails() == ["u0@example.com", "u1@example.com", "u2@example.com"]
     assert bed.committed() == (3, [])
+
+
+def test_one_commit_records_every_batch_a_turn_sends() -> None:
+    bed = Bed(partitions=2)
+    bed.produce(6, partition=0)
+    bed.produce(3, partition=1, start=10)
+    c = bed.member()
+    c.step()
+    assert bed.broker.commits[0] == {(TOPIC, 0): (0, "akc1:0-2;3-5"), (TOPIC, 1): (0, "akc1:0-2")}
+    assert bed.executor.waiting == 0
 
 
 def test_nothing_is_sent_while_the_recording_commit_fails() -> None:
@@ -147,9 +160,9 @@ def test_nothing_is_sent_while_the_recording_commit_fails() -> None:
     bed.produce(3)
     bed.broker.fail_commits = 1
     c = bed.member()
-    bed.turns(c, 1)
+    bed.turns(c, 2, advance=0.1)  # the commit's answer: failed
     assert not bed.sender.jobs and bed.executor.waiting == 0
-    bed.turns(c, 3)
+    bed.turns(c, 6)
     assert bed.emails() == ["u0@example.com", "u1@example.com", "u2@example.com"]
     assert bed.committed() == (3, [])
 
@@ -158,13 +171,15 @@ def test_nothing_is_sent_while_the_recording_commit_fails() -> None:
 
 
 def test_a_crash_with_requests_in_flight_replays_the_same_ranges_under_the_same_keys() -> None:
-    bed = Bed()
+    bed = Bed(batching={"linger_s": 5.0})
     bed.produce(8)
     first = bed.member()
-    bed.turns(first, 1)  # 0-2 sent and answered
-    bed.turns(first, 1, send=False)  # 3-5 recorded and handed to a sender...
+    first.step()  # 0-2 and 3-5 recorded in one commit
+    first.step()  # and handed to two senders
+    assert bed.executor.run(1) == 1  # 0-2 answered; 3-5 still in flight...
+    bed.turns(first, 3, send=False, advance=0.3)
     assert bed.committed() == (3, [(3, 5)])
-    # ...and the process dies: its sender's request may or may not have reached Altcraft.
+    # ...when the process dies: its request may or may not have reached Altcraft.
     lost = bed.executor.waiting
     bed.executor.shutdown(cancel_futures=True)
     bed.broker.members.clear()
@@ -172,7 +187,7 @@ def test_a_crash_with_requests_in_flight_replays_the_same_ranges_under_the_same_
     sent_before = [j.request_id for j in bed.sender.jobs]
     second = bed.member(executor=ManualExecutor())
     bed.executor = second._p.senders._executor  # type: ignore[attr-defined,assignment]
-    bed.turns(second, 4)
+    bed.turns(second, 6, advance=2.0)
     after = [j.request_id for j in bed.sender.jobs[len(sent_before) :]]
     # The recorded range is cut again exactly, under its key; what follows is batched afresh.
     assert after[0] == bed.key(3, 5)
@@ -186,7 +201,7 @@ def test_a_replayed_range_is_cut_exactly_whatever_the_new_batch_size() -> None:
     bed.produce(10)
     bed.broker.committed[(TOPIC, 0)] = (2, "akc1:2-8")  # left by a member with max_items 7
     c = bed.member()
-    bed.turns(c, 5)
+    bed.turns(c, 8)
     keys = [j.request_id for j in bed.sender.jobs]
     assert keys[0] == bed.key(2, 8) and len(bed.sender.jobs[0].items) == 7
     assert bed.emails() == [f"u{i}@example.com" for i in range(2, 10)]
@@ -205,7 +220,7 @@ def test_shutdown_with_a_half_read_replayed_range_leaves_it_for_the_next_owner()
     assert bed.broker.committed[(TOPIC, 0)] == (0, "akc1:0-5")  # replayed whole, under its key, next time
     bed.produce(2, start=4)
     nxt = bed.member()
-    bed.turns(nxt, 2)
+    bed.turns(nxt, 4)
     assert [j.request_id for j in bed.sender.jobs] == [bed.key(0, 5)]
     assert bed.committed() == (6, [])
 
@@ -218,15 +233,16 @@ def test_a_revoked_partition_finishes_its_request_commits_and_lets_go() -> None:
     bed.produce(3, partition=0)
     bed.produce(3, partition=1, start=10)
     one = bed.member()
-    bed.turns(one, 1, send=False)  # both partitions' batches in flight
+    bed.turns(one, 2, send=False)  # both partitions' batches in flight
+    assert bed.executor.waiting == 2
     two = bed.member(executor=bed.executor)
     bed.broker.rebalance([(TOPIC, 1)], to=source(two))
     one.step()  # the revoke drains: the in-flight request ends, its offset is committed, then let go
     assert (TOPIC, 1) not in one.partitions
     assert bed.committed(1) == (3, [])
     bed.produce(2, partition=1, start=13)
-    bed.turns(two, 3)
-    bed.turns(one, 2)
+    bed.turns(two, 5)
+    bed.turns(one, 3)
     assert sorted(bed.emails()) == sorted(f"u{i}@example.com" for i in [0, 1, 2, 10, 11, 12, 13, 14])
     assert len(bed.emails()) == 8  # nobody twice
 
@@ -235,7 +251,8 @@ def test_a_lost_partition_commits_nothing_and_its_new_owner_replays_the_recorded
     bed = Bed()
     bed.produce(3)
     one = bed.member()
-    bed.turns(one, 1, send=False)  # in flight, recorded
+    bed.turns(one, 2, send=False)  # recorded, in flight
+    assert bed.executor.waiting == 1
     bed.broker.lose(source(one), [(TOPIC, 0)])
     one.step()
     assert not one.partitions
@@ -244,7 +261,7 @@ def test_a_lost_partition_commits_nothing_and_its_new_owner_replays_the_recorded
     assert bed.committed() == (0, [(0, 2)])
     two = bed.member()
     bed.broker.rebalance([(TOPIC, 0)], to=source(two))
-    bed.turns(two, 2)
+    bed.turns(two, 4)
     assert [j.request_id for j in bed.sender.jobs] == [bed.key(0, 2)] * 2  # the same key: deduplicated
     assert bed.committed() == (3, [])
 
@@ -266,7 +283,7 @@ def test_a_transient_decode_fault_holds_the_partition_and_reads_the_record_again
     c.step()
     assert not bed.sender.jobs  # still held (2 s)
     bed.clock.advance(1.5)
-    bed.turns(c, 3)
+    bed.turns(c, 5)
     assert sorted(bed.emails()) == sorted(f"u{i}@example.com" for i in [0, 1, 2, 10, 11, 12])
     assert not bed.dead.letters
 
@@ -283,7 +300,7 @@ def test_a_sender_fault_resends_the_batch_with_the_same_key_after_a_pause() -> N
     bed = Bed(answer=flaky)
     bed.produce(3)
     c = bed.member()
-    bed.turns(c, 2, advance=1.0)
+    bed.turns(c, 4, advance=1.0)
     assert len(calls) == 1  # paused 5 s after the fault
     bed.turns(c, 6, advance=1.0)
     assert calls == [bed.key(0, 2)] * 2
@@ -355,7 +372,8 @@ def test_readiness_does_not_flap_while_a_token_is_refused_between_server_errors(
     client._halt = client._tls._halt = c.halt  # the loop's halt state, as compose.build wires it
     readiness: list[bool] = []
     try:
-        c.step()  # recorded and handed to the sender thread
+        c.step()  # recorded...
+        c.step()  # ...and handed to the sender thread
         assert arrived.acquire(timeout=10)
         for status in script[:-1]:
             gate.release()  # answer this request...

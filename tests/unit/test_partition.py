@@ -1,50 +1,83 @@
 from __future__ import annotations
 
-from connector.batching import BatchPolicy
-from connector.partition import Partition
+from connector.batching import Batch, BatchPolicy
+from connector.partition import METADATA_BUDGET, Partition
 from connector.replay import parse_metadata
 
 TP = ("t", 0)
 
 
-def partition(max_items: int = 2, committed: int | None = None, metadata: str = "") -> Partition:
-    return Partition(TP, BatchPolicy(max_items, 1_000_000, 1.0), 20, committed, metadata)
+def partition(max_items: int = 2, committed: int | None = None, metadata: str = "", cap: int = 1) -> Partition:
+    return Partition(TP, BatchPolicy(max_items, 1_000_000, 1.0), 20, committed, metadata, max_in_flight=cap)
 
 
-def test_one_batch_at_a_time_in_offset_order() -> None:
+def send(p: Partition, now: float = 0.0, limit: int = 64) -> list[Batch]:
+    """What the loop does: choose, record, and (once the commit is confirmed) hand to senders."""
+    chosen = p.ready_to_send(now, limit)
+    for b in chosen:
+        p.record(b)
+    for b in chosen:
+        assert p.recorded(b)
+    return chosen
+
+
+def test_with_a_cap_of_one_a_partition_sends_one_batch_at_a_time_in_order() -> None:
     p = partition(max_items=1)
     for off in range(3):
-        p.add(off, b"{}", None, 0.0)
-    first = p.next_to_send(0.0)
-    assert first is not None and first.first == 0
-    p.start(first)
-    assert p.next_to_send(0.0) is None
+        p.add(off, b"{}", None, 0.0, key=f"e:{off}")
+    [first] = send(p)
+    assert first.first == 0
+    assert send(p) == []
     p.answered(first, 0)
-    nxt = p.next_to_send(0.0)
-    assert nxt is not None and nxt.first == 1
+    [nxt] = send(p)
+    assert nxt.first == 1
+
+
+def test_disjoint_batches_go_together_and_a_shared_profile_waits() -> None:
+    p = partition(max_items=2, cap=8)
+    for off, key in enumerate(["e:a", "e:b", "e:c", "e:d", "e:a", "e:e", "e:f", "e:g"]):
+        p.add(off, b"{}", None, 0.0, key=key)
+    sent = send(p)
+    # 0-1 (a, b) and 2-3 (c, d) go; 4-5 holds a again and waits for 0-1; 6-7 (f, g) overtakes it.
+    assert [b.key_range for b in sent] == [(0, 1), (2, 3), (6, 7)]
+    assert send(p) == []
+    p.answered(sent[1], 0)
+    assert send(p) == []  # 4-5 still waits for 0-1
+    p.answered(sent[0], 0)
+    assert [b.key_range for b in send(p)] == [(4, 5)]
 
 
 def test_the_recording_commit_names_every_range_that_may_reach_the_api() -> None:
-    p = partition()
+    p = partition(cap=4)
     for off in range(4):
-        p.add(off, b"{}", None, 0.0)
-    b0 = p.next_to_send(0.0)
-    assert b0 is not None
-    assert p.record(b0) == (0, "akc1:0-1")
-    p.start(b0)
-    p.answered(b0, dead_letters=1)  # a rejected item: its dead letter is on its way
-    b1 = p.next_to_send(0.0)
-    assert b1 is not None
-    offset, metadata = p.record(b1)
-    assert (offset, parse_metadata(metadata)) == (0, [(0, 1), (2, 3)])
-    p.start(b1)
-    p.answered(b1, 0)
-    assert p.to_commit() == (0, "akc1:0-1;2-3")  # nothing resolved past 0 yet: both ranges stay recorded
+        p.add(off, b"{}", None, 0.0, key=f"e:{off}")
+    b0, b1 = p.ready_to_send(0.0, 8)
+    p.record(b0)
+    p.record(b1)
+    assert p.metadata() == (0, "akc1:0-1;2-3")
+    p.recorded(b0)
+    p.recorded(b1)
+    p.answered(b1, dead_letters=0)
+    assert p.to_commit() == (0, "akc1:0-1;2-3")  # 2-3 answered, but 0-1 is not: both stay recorded
     p.committed(0)
+    p.answered(b0, dead_letters=1)  # a rejected item: its dead letter is on its way
+    assert p.to_commit() is None
     p.dead_letter_confirmed(b0)
     assert p.to_commit() == (4, "akc1:")
     p.committed(4)
     assert p.to_commit() is None
+
+
+def test_a_failed_recording_commit_puts_the_batch_back_in_its_place() -> None:
+    p = partition(cap=4)
+    for off in range(4):
+        p.add(off, b"{}", None, 0.0, key=f"e:{off}")
+    b0, b1 = p.ready_to_send(0.0, 8)
+    p.record(b0)
+    p.record(b1)
+    p.not_recorded(b0)
+    p.recorded(b1)
+    assert p.ready_to_send(0.0, 8) == [b0]
 
 
 def test_batches_of_skipped_records_need_no_request() -> None:
@@ -52,34 +85,50 @@ def test_batches_of_skipped_records_need_no_request() -> None:
     p.add(0, None, None, 0.0)
     p.add(1, None, None, 0.0)
     p.seal_if_due(5.0)
-    assert p.next_to_send(5.0) is None
+    assert p.ready_to_send(5.0, 8) == []
     assert p.to_commit() == (2, "akc1:")
 
 
-def test_a_batch_given_back_by_its_sender_goes_first_again_and_is_recorded_once() -> None:
+def test_a_batch_given_back_by_its_sender_goes_back_in_its_place_and_is_recorded_once() -> None:
     p = partition()
     for off in range(4):
-        p.add(off, b"{}", None, 0.0)
-    batch = p.next_to_send(0.0)
-    assert batch is not None
+        p.add(off, b"{}", None, 0.0, key=f"e:{off}")
     for _ in range(50):
-        p.start(batch)
+        [batch] = send(p, now=10.0)
         p.requeue(batch, pause_until=10.0)
-        assert p.next_to_send(9.0) is None  # the sender's own fault: wait before sending again
-        assert p.next_to_send(10.0) is batch
-    p.start(batch)
-    assert parse_metadata(p.record(batch)[1]) == [(0, 1)]
+        assert p.ready_to_send(9.0, 8) == []  # the sender's own fault: wait before sending again
+    [batch] = send(p, now=10.0)
+    assert batch.key_range == (0, 1)
+    assert parse_metadata(p.metadata()[1]) == [(0, 1)]
 
 
 def test_late_answers_of_a_dropped_partition_change_nothing() -> None:
     p = partition()
     for off in range(2):
-        p.add(off, b"{}", None, 0.0)
-    batch = p.next_to_send(0.0)
-    assert batch is not None
-    p.start(batch)
+        p.add(off, b"{}", None, 0.0, key="e:x")
+    chosen = p.ready_to_send(0.0, 8)
+    p.record(chosen[0])
     p.dropped = True
-    assert not p.in_flight(batch)
+    assert not p.recorded(chosen[0])
+    assert not p.in_flight(chosen[0])
+
+
+def test_many_ranges_in_flight_keep_the_metadata_within_the_broker_limit() -> None:
+    p = partition(max_items=1, cap=64, committed=10**12)
+    for off in range(10**12, 10**12 + 400):
+        p.add(off, b"{}", None, 0.0, key=f"e:{off}")
+    started: list[Batch] = []
+    for _ in range(20):
+        started += send(p)
+        for b in started[1:]:  # everything answers but the oldest: the recorded ranges pile up
+            if p.in_flight(b):
+                p.answered(b, 0)
+    offset, metadata = p.metadata()
+    assert len(metadata) <= METADATA_BUDGET < 4096
+    assert offset == 10**12 and len(parse_metadata(metadata)) == len(started) > 100
+    p.answered(started[0], 0)
+    assert p.to_commit() == (10**12 + len(started), "akc1:")
+    assert send(p)  # room again
 
 
 def test_pauses_when_backed_up_held_or_over_the_memory_budget() -> None:

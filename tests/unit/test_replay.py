@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connector.batching import BatchPolicy
+from connector.batching import Batch, BatchPolicy
 from connector.config import RouteSettings
 from connector.partition import Partition
 from connector.replay import (
@@ -25,39 +25,40 @@ def key(first: int, last: int, epoch: str = "") -> str:
 
 
 def owner(committed: int | None, metadata: str, max_items: int) -> Partition:
-    return Partition(TP, BatchPolicy(max_items, 10_000_000, 1.0), 20, committed, metadata)
+    return Partition(TP, BatchPolicy(max_items, 10_000_000, 1.0), 20, committed, metadata, max_in_flight=4)
 
 
 def test_crash_and_replay_story() -> None:
     broker: dict[str, tuple[int | None, str]] = {"committed": (None, "")}
     api: list[str] = []  # Request-IDs that reached Altcraft, in order
 
-    # The first owner reads offsets 0..9 in batches of 4 and sends one batch at a time.
+    def send(p: Partition, now: float) -> list[Batch]:
+        chosen = p.ready_to_send(now, 8)
+        for batch in chosen:
+            p.record(batch)
+        broker["committed"] = p.metadata()  # recorded before sent
+        for batch in chosen:
+            assert p.recorded(batch)
+            api.append(key(*batch.key_range))
+        return chosen
+
+    # The first owner reads offsets 0..9 in batches of 4; 0-3 and 4-7 go out together.
     first = owner(*broker["committed"], max_items=4)
     for off in range(10):
-        first.add(off, b"{}", None, 0.0)
-    first.seal_if_due(10.0)
-    for _ in range(2):
-        batch = first.next_to_send(10.0)
-        assert batch is not None
-        broker["committed"] = first.record(batch)  # recorded before sent
-        first.start(batch)
-        api.append(key(*batch.key_range))
-        if batch.first == 0:
-            first.answered(batch, 0)  # 0-3 answered; 4-7 is in flight when the process dies
-    assert broker["committed"] == (4, "akc1:4-7")
+        first.add(off, b"{}", None, 0.0, key=f"e:{off}")
+    b0, _in_flight = send(first, 0.0)
+    first.answered(b0, 0)
+    assert first.to_commit() == (4, "akc1:4-7")  # committed past 0-3; 4-7 in flight when the process dies
+    broker["committed"] = (4, "akc1:4-7")
     assert api == [key(0, 3), key(4, 7)]
 
     # The next owner, with another batch size, cuts 4-7 exactly again, then batches the rest afresh.
     second = owner(*broker["committed"], max_items=100)
     assert second.replay == [(4, 7)]
     for off in range(4, 10):
-        second.add(off, b"{}", None, 20.0)
+        second.add(off, b"{}", None, 20.0, key=f"e:{off}")
     second.seal_if_due(30.0)
-    while (batch := second.next_to_send(30.0)) is not None:
-        broker["committed"] = second.record(batch)
-        second.start(batch)
-        api.append(key(*batch.key_range))
+    for batch in send(second, 30.0):
         second.answered(batch, 0)
     assert api[2:] == [key(4, 7), key(8, 9)]  # 4-7 again under its key: Altcraft deduplicates it
     assert second.to_commit() == (10, "akc1:")

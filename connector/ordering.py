@@ -1,0 +1,78 @@
+"""Per-profile order with several batches of one partition in flight. Pure.
+
+The rule: a sealed batch may be sent while earlier batches of its partition are in flight, as long as
+none of its profiles appears in an earlier batch of that partition that is in flight or still
+waiting; otherwise it waits. So two changes of one profile reach Altcraft in their Kafka order, and
+batches of unrelated profiles go in parallel (Confluent's Parallel Consumer orders by key the same
+way). A batch holding an item whose profile cannot be told (:data:`None` key) is a *barrier*: it waits
+for every earlier batch, and every later one waits for it.
+
+A profile's key is what Altcraft matches it by in the route (:func:`profile_keys`): the e-mail
+address (case-insensitively), the phone numbers, the custom field's value or the profile id. With
+``email_phone`` matching a profile may be found by either, so an item has a key for each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+ProfileKey = str
+ProfileKeys = ProfileKey | tuple[ProfileKey, ...] | None  # one, several, or unknown
+
+_SCALARS = (str, int)
+
+
+class Ordered(Protocol):
+    keys: set[ProfileKey]
+    barrier: bool
+
+
+B = TypeVar("B", bound=Ordered)
+
+
+def profile_keys(fields: dict[str, Any], match: Sequence[str]) -> ProfileKeys:
+    """The keys of one item from its profile fields; ``match``: the fields Altcraft matches by."""
+    if len(match) == 1:  # the common case: one matching field with one value
+        value = fields.get(match[0])
+        if type(value) is str and value:
+            return _key(match[0], value)
+    keys: list[ProfileKey] = []
+    for name in match:
+        value = fields.get(name)
+        for v in value if type(value) is list else (value,):
+            if type(v) in _SCALARS and v != "":
+                keys.append(_key(name, str(v)))
+    if not keys:
+        return None
+    return keys[0] if len(keys) == 1 else tuple(keys)
+
+
+def _key(name: str, value: str) -> ProfileKey:
+    if name == "email":
+        return "e:" + value.lower()
+    if name in ("phone", "phones"):
+        return "p:" + value
+    return name + ":" + value
+
+
+def choose(waiting: Sequence[B], busy: Sequence[B], limit: int) -> list[B]:
+    """The waiting batches (sealed, in offset order) that may be sent now, at most ``limit``, given the
+    ``busy`` ones of the partition (in flight, or being recorded)."""
+    out: list[B] = []
+    if limit <= 0 or any(b.barrier for b in busy):
+        return out
+    blocked: set[ProfileKey] = set().union(*(b.keys for b in busy))
+    ahead = bool(busy)  # something before the next waiting batch is unanswered
+    for batch in waiting:
+        if len(out) >= limit:
+            break
+        if batch.barrier:
+            if not ahead:
+                out.append(batch)
+            break  # nothing after a barrier may start before it is answered
+        if batch.keys.isdisjoint(blocked):
+            out.append(batch)
+        blocked |= batch.keys  # sent now or waiting: later batches must not overtake its profiles
+        ahead = True
+    return out
