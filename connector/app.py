@@ -9,9 +9,10 @@ Each turn of :meth:`Connector.step`:
 4. take in the answers of finished requests: accepted items resolve, rejected items become dead letters;
 5. seal batches whose linger time is over;
 6. send sealed batches: first record their offset ranges in the commit metadata (the rule of
-   :mod:`connector.replay`), then hand them to the sender threads; one batch of a partition at a time;
+   :mod:`connector.replay`), then hand them to the sender threads; batches of one partition go in
+   parallel only when their profiles are disjoint (:mod:`connector.ordering`);
 7. show halts; pause partitions that are backed up or halted, resume the others;
-8. commit the contiguous resolved prefix of each partition, with its metadata;
+8. commit the contiguous resolved prefix of each partition, with its metadata (:mod:`connector.commits`);
 9. every few seconds: lag and state gauges.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 
 from connector.batching import Batch, BatchPolicy
 from connector.breaker import Breaker
+from connector.commits import Commits
 from connector.config import Settings
 from connector.errors import TransientError
 from connector.health import HealthServer, HealthState
@@ -40,12 +42,10 @@ from connector.routing import Route, Unsent
 from connector.senders import Senders
 from connector.sink.client import Abandoned, SendJob
 from connector.sink.halt import BREAKER_REASON, HaltState
-from connector.source.consumer import Assigned, CommitFailed
+from connector.source.consumer import Assigned
 
 log = logging.getLogger(__name__)
 
-COMMIT_INTERVAL_S = 0.5
-COMMIT_BACKOFF_S = 1.0  # after a failed commit, no new batch is recorded (nor sent) for this long
 GAUGE_INTERVAL_S = 5.0
 HOLD_S = 2.0  # pause of a partition whose next record hit a transient fault
 RECORD_OVERHEAD = 400  # bytes a held record costs beyond its value and item (Message object, list slots)
@@ -86,15 +86,12 @@ class Connector:
         self._dead_letter_log = DeadLetterLog()
         dl = settings.dead_letter
         self._breaker = Breaker(dl.breaker_window, dl.breaker_max_share, dl.breaker_max_consecutive)
-        self._last_commit = self._last_gauges = self._commit_backoff_until = 0.0
+        self._last_gauges = 0.0
+        self._commits = Commits(parts.source, self.partitions, parts.metrics, clock)
         self._recording = 0  # batches in commits not answered yet
         self._unexpected_log, self._halt_log = UnexpectedLog(), HaltLog()
 
     # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def health_port(self) -> int | None:
-        return self._p.health_server.port if self._p.health_server else None
 
     def request_stop(self) -> None:
         """Safe from a signal handler: only sets a flag."""
@@ -151,7 +148,7 @@ class Connector:
         # 7. halts, flow control
         self._flow_control(now)
         # 8. commit
-        self._commit_progress(now)
+        self._commits.progress(now)
         # 9. gauges
         self.metrics.flush_counts()
         if now - self._last_gauges >= GAUGE_INTERVAL_S:
@@ -267,8 +264,8 @@ class Connector:
             log.error("halted by the dead-letter breaker: %s; fix the cause (mapping, route, data) and restart", why)
 
     # 6.
-    def _dispatch(self, now: float) -> None:
-        if self.halt or now < self._commit_backoff_until:
+    def _dispatch(self, now: float, sync: bool = False) -> None:
+        if self.halt or now < self._commits.backoff_until:
             return  # halted: the in-flight senders probe; nothing new goes out
         capacity = self.settings.altcraft.max_in_flight - self._p.senders.inflight - self._recording
         planned: list[tuple[Partition, Batch]] = []
@@ -280,13 +277,16 @@ class Connector:
             planned += [(part, batch) for batch in chosen]
         if not planned:
             return
-        # Recorded before sent: one asynchronous commit names every range about to be sent; its
-        # confirmation (served inside a later consume) hands them to the senders.
+        # Recorded before sent: one commit names every range about to be sent; its confirmation (served
+        # inside a later consume; at once when ``sync``, in a revoke) hands them to the senders.
         for part, batch in planned:
             part.record(batch)
         self._recording += len(planned)
         recorded = {part.tp: part.metadata() for part in {part for part, _ in planned}}
-        self._commit(recorded, lambda ok: self._recorded(planned, ok))
+        if sync:
+            self._recorded(planned, self._commits.commit(recorded, None))
+        else:
+            self._commits.commit(recorded, lambda ok: self._recorded(planned, ok))
 
     def _recorded(self, planned: list[tuple[Partition, Batch]], ok: bool) -> None:
         self._recording -= len(planned)
@@ -323,46 +323,6 @@ class Connector:
         self._p.source.pause(pause)
         self._p.source.resume(resume)
 
-    # 8.
-    def _commit_progress(self, now: float, force: bool = False) -> None:
-        """Commit the partitions whose resolved prefix moved: asynchronously in the loop, synchronously
-        (``force``) before partitions are let go."""
-        if not force and now - self._last_commit < COMMIT_INTERVAL_S:
-            return
-        self._last_commit = now
-        moved = {tp: c for tp, part in self.partitions.items() if (c := part.to_commit()) is not None}
-        if moved:
-            self._commit(moved, None if force else (lambda ok: None))
-
-    def _commit(self, commits: dict[TopicPartitionKey, tuple[int, str]], then: Callable[[bool], None] | None) -> None:
-        """Commit offsets with their metadata; ``then(ok)`` runs when an asynchronous commit is answered
-        (None: wait for the answer here)."""
-        started = time.perf_counter()
-
-        def done(error: Exception | None) -> None:
-            if error is not None:
-                log.warning("commit failed, will retry: %s", error)
-                self._commit_backoff_until = self._clock() + COMMIT_BACKOFF_S
-            else:
-                self.metrics.commit_duration.observe(time.perf_counter() - started)
-                for tp, (offset, _) in commits.items():
-                    if (part := self.partitions.get(tp)) is not None:
-                        part.committed(offset)
-                self.metrics.last_progress.set(time.time())
-            if then is not None:
-                then(error is None)
-
-        offsets, metadata = {tp: c[0] for tp, c in commits.items()}, {tp: c[1] for tp, c in commits.items()}
-        if then is not None:
-            self._p.source.commit(offsets, metadata, on_done=done)
-            return
-        try:
-            self._p.source.commit(offsets, metadata)
-        except CommitFailed as exc:
-            done(exc)
-            return
-        done(None)
-
     # 9.
     def _update_gauges(self, now: float) -> None:
         self.metrics.inflight.set(self._p.senders.inflight)
@@ -393,17 +353,21 @@ class Connector:
             self.partitions[a.tp] = part
 
     def _on_revoke(self, tps: list[TopicPartitionKey]) -> None:
-        """Finish the revoked partitions' requests within the drain deadline, commit, then let go."""
+        """Finish the revoked partitions' batches, open ones included, within the drain deadline, commit,
+        then let go: the next owner starts past every record read here, so no dead letter is written
+        twice by a graceful rebalance."""
         deadline = self._drain_deadline()
         mine = [self.partitions[tp] for tp in tps if tp in self.partitions]
         for part in mine:
             part.let_go_of_recording()  # their recording commits are answered only in a later consume
-        while self._clock() < deadline and any(part.busy for part in mine):
+            part.seal_for_stop()
+        while self._clock() < deadline and not all(part.settled for part in mine):
             self._p.dead_letters.poll()
             self._collect_results()
+            self._dispatch(self._clock(), sync=True)  # no consume in here: recorded synchronously
             self._sleep(0.01)
             deadline = min(deadline, self._drain_deadline())  # a SIGTERM meanwhile shortens the drain
-        self._commit_progress(self._clock(), force=True)
+        self._commits.progress(self._clock(), force=True)
         self._drop([part.tp for part in mine])
 
     def _on_lost(self, tps: list[TopicPartitionKey]) -> None:
@@ -434,13 +398,13 @@ class Connector:
             p.source.consume(1, 0.05)  # keeps the membership and serves rebalances; partitions are paused
             self._collect_results()
             self._dispatch(self._clock())
-            self._commit_progress(self._clock())
+            self._commits.progress(self._clock())
             self.metrics.flush_counts()
         unfinished = sorted(tp for tp, x in self.partitions.items() if not x.settled)
         p.senders.cancel_all()
         p.dead_letters.flush(max(0.0, deadline - self._clock()) + 1.0)
         p.dead_letters.poll()
-        self._commit_progress(self._clock(), force=True)
+        self._commits.progress(self._clock(), force=True)
         self.metrics.flush_counts()
         if unfinished:
             log.warning("stopped with unfinished batches in %s; the next owner resends them with the same "

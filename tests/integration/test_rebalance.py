@@ -93,3 +93,29 @@ def test_broker_restart_mid_stream_loses_nothing_and_engages_nobody_twice(
     bed.assert_delivered([proc], timeout=60)
     code, _ = proc.terminate()
     assert code == 0, proc.log_tail()
+
+
+def test_graceful_rebalances_write_each_dead_letter_once(make_bed: Callable[..., faults.Bed]) -> None:
+    """A second member joins a busy one, and later leaves with SIGTERM: every revoked partition's batches,
+    open ones included, are finished and committed before it is let go, so its next owner starts past
+    every record read, and no dead letter is written twice (no transactions involved)."""
+    bed = make_bed(20_000, 8, invalid_share=0.03, seed=43)
+    bed.emu.set_faults(latency_s=0.3)  # requests take a while: revokes meet batches open, sealed and in flight
+    settings = bed.settings(max_items=200, max_in_flight=4)
+    a = bed.process(settings, name="member-a")
+    b = bed.process(settings, name="member-b")
+    a.start()
+    wait_until(lambda: a.metric_sum("altcraft_connector_records_dead_lettered_total") > 0, 60, "member a to work")
+    b.start()
+    wait_until(lambda: assigned_now(log_messages(b)) > 0, 60, "member b to get partitions")
+    wait_until(lambda: b.metric_sum("altcraft_connector_records_dead_lettered_total") > 0, 60, "member b to work")
+    assert bed.emu.stats()["engagements"] < bed.stream.outcomes["engage"], "finished before member b left"
+    code, _ = b.terminate()
+    assert code == 0
+    bed.assert_delivered([a], timeout=120)
+    a.stop()
+    bed.assert_no_loss_no_double_engagement()
+    expected = bed.expected_dead()
+    assert bed.dead_letter_count() == len(expected), (
+        f"{bed.dead_letter_count() - len(expected)} dead letters written twice across graceful rebalances"
+    )
