@@ -77,9 +77,22 @@ def day_text(days: int) -> str:
         raise _Beyond(f"day count {days} is outside the representable dates") from None
 
 
+def utc_text(micros: int) -> str:
+    """µs since 1970 as RFC 3339 in UTC (shared with the Avro reader); :class:`OverflowError` past year 9999."""
+    return (_EPOCH_UTC + dt.timedelta(microseconds=micros)).isoformat().replace("+00:00", "Z")
+
+
+def clock_text(micros: int) -> str:
+    """µs since midnight, within one day, as ``HH:MM:SS[.ffffff]`` (shared with the Avro reader)."""
+    s, us = divmod(micros, 1_000_000)
+    m, s = divmod(s, 60)
+    h, m = divmod(m, 60)
+    return dt.time(h, m, s, us).isoformat()
+
+
 def _timestamp(micros: int, kind: str, raw: int) -> str:
     try:
-        return (_EPOCH_UTC + dt.timedelta(microseconds=micros)).isoformat().replace("+00:00", "Z")
+        return utc_text(micros)
     except OverflowError:
         raise _Beyond(f"{kind} {raw} is outside the representable times") from None
 
@@ -87,10 +100,7 @@ def _timestamp(micros: int, kind: str, raw: int) -> str:
 def _time(micros: int, kind: str, raw: int) -> str:
     if not 0 <= micros < 86_400_000_000:
         raise _Beyond(f"{kind} {raw} is outside one day")
-    s, us = divmod(micros, 1_000_000)
-    m, s = divmod(s, 60)
-    h, m = divmod(m, 60)
-    return dt.time(h, m, s, us).isoformat()
+    return clock_text(micros)
 
 
 def _temporal(to_text: Callable[[int, str, int], str], per_micro: int, kind: str) -> Converter:

@@ -13,6 +13,9 @@ What the caller does with each outcome decides the classes raised here:
 Schemas registered under an id never change, so found schemas are kept in a bounded LRU cache
 (``cache_size``); ids the registry does not know are remembered for a few seconds only, so that a flood
 of records with one bad id costs one request, while a schema registered a moment later is still found.
+
+There is no process-wide client: whoever composes the application opens one
+(:func:`connector.decode.open_registry`), hands it to every Avro route's decoder, and closes it.
 """
 
 from __future__ import annotations
@@ -117,7 +120,8 @@ def _auth_headers(settings: SchemaRegistrySettings) -> tuple[httpx.BasicAuth | N
 class RegistryClient:
     """Reads (and, for producers and tests, registers) schemas over the registry's REST API.
 
-    Thread-safe: several routes, and the sender threads of a demo producer, may share one client.
+    Thread-safe: several routes, and the sender threads of a demo producer, may share one client. Its
+    owner closes it (:meth:`close`, or ``with``).
     """
 
     def __init__(
@@ -158,6 +162,11 @@ class RegistryClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def cache_size(self) -> int:
+        """How many schemas the cache keeps at most (``schema_registry.cache_size``)."""
+        return self._found.maxsize
 
     @property
     def cached(self) -> int:
@@ -274,27 +283,3 @@ def _json_or_none(content: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return doc if type(doc) is dict else None
-
-
-# ---------------------------------------------------------------------- one client per process
-
-_shared: dict[SchemaRegistrySettings, RegistryClient] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_client(settings: SchemaRegistrySettings) -> RegistryClient:
-    """The process's client for these settings: every Avro route of a connector shares one cache."""
-    with _shared_lock:
-        client = _shared.get(settings)
-        if client is None:
-            client = _shared[settings] = RegistryClient(settings)
-        return client
-
-
-def close_shared_clients() -> None:
-    """Close the clients :func:`shared_client` made (tests, orderly shutdown)."""
-    with _shared_lock:
-        clients = list(_shared.values())
-        _shared.clear()
-    for client in clients:
-        client.close()

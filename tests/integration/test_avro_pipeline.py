@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from connector.app import Connector
 from connector.config import SchemaRegistrySettings, Settings
 from connector.decode.avro import encode
-from connector.decode.registry import RegistryClient, close_shared_clients
+from connector.decode.registry import RegistryClient
 from connector.emulator.config import EmulatorConfig
 from connector.emulator.server import Emulator
 from connector.schema_registry import RegistryServer
@@ -57,7 +57,6 @@ P1, P2 = fastavro.parse_schema(V1), fastavro.parse_schema(V2)
 def registry() -> Iterator[RegistryServer]:
     with RegistryServer() as server:
         yield server
-    close_shared_clients()
 
 
 def new_emulator() -> Emulator:

@@ -16,10 +16,10 @@ import fastavro
 import pytest
 
 from connector.config import Format, RouteSettings, SchemaRegistrySettings
-from connector.decode import build_decoder
+from connector.decode import build_decoder, open_registry
 from connector.decode.avro import AvroDecoder, avro_decoder, encode
 from connector.decode.json_events import decode_debezium_json, decode_plain_json
-from connector.decode.registry import RegistryClient, close_shared_clients
+from connector.decode.registry import RegistryClient
 from connector.errors import DecodeError, TransientError
 from connector.models import ChangeEvent
 from connector.schema_registry import RegistryServer
@@ -274,7 +274,8 @@ def test_registry_outages_are_transient(registry: RegistryServer, client: Regist
 def test_compiled_readers_are_cached_per_id_within_bounds(registry: RegistryServer) -> None:
     settings = SchemaRegistrySettings(url=registry.url, cache_size=2)
     with RegistryClient(settings) as client:
-        decode = AvroDecoder(Format.DEBEZIUM_AVRO, client, cache_size=2)
+        decode = avro_decoder(route(), client)  # keeps compiled readers for as many ids as the client schemas
+        assert isinstance(decode, AvroDecoder)
         ids = []
         for n in range(3):
             evolved = with_added_field(ENVELOPE, "Value", {"name": f"extra{n}", "type": "int", "default": n})
@@ -291,15 +292,30 @@ def test_compiled_readers_are_cached_per_id_within_bounds(registry: RegistryServ
         assert registry.requests == []
 
 
-def test_build_decoder_shares_one_client_per_registry(registry: RegistryServer) -> None:
-    settings = SchemaRegistrySettings(url=registry.url)
-    try:
-        first = build_decoder(route(), settings)
-        second = build_decoder(route(Format.AVRO), settings)
+def test_decoders_built_with_one_client_share_it_and_its_owner_closes_it(registry: RegistryServer) -> None:
+    schema_id = registry.register(CUSTOMER_SUBJECT, ENVELOPE)
+    value = encode(schema_id, PARSED_ENVELOPE, customer_change("c", None, customer_row(1)))
+    routes = [route(), route(Format.AVRO)]
+    client = open_registry(SchemaRegistrySettings(url=registry.url, request_timeout_s=0.5), routes)
+    assert client is not None
+    with client:
+        first, second = (build_decoder(r, client) for r in routes)
         assert isinstance(first, AvroDecoder) and isinstance(second, AvroDecoder)
-        assert first.client is second.client
-    finally:
-        close_shared_clients()
+        assert first.client is client and second.client is client
+        assert first(value).op == "c"
+        assert client.cached == 1  # the second route finds the schema the first one fetched
+    with pytest.raises(RuntimeError, match="closed"):  # closing the client closed its connections
+        client.schema(schema_id + 1)
+
+
+def test_only_avro_routes_need_a_registry_client() -> None:
+    settings = SchemaRegistrySettings(url="http://127.0.0.1:9")
+    json_routes = [route(Format.JSON), route(Format.DEBEZIUM_JSON)]
+    assert open_registry(settings, json_routes) is None
+    assert build_decoder(route(Format.JSON), None) is decode_plain_json
+    assert build_decoder(route(Format.DEBEZIUM_JSON), None) is decode_debezium_json
+    with pytest.raises(ValueError, match="route 'r' reads debezium-avro: its decoder needs a Schema Registry client"):
+        build_decoder(route(), None)
 
 
 def test_decoding_is_fast_enough(registry: RegistryServer, client: RegistryClient) -> None:

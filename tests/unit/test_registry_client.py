@@ -118,6 +118,7 @@ def test_tls_with_a_private_ca(private_ca: Path) -> None:
 def test_schemas_are_fetched_once_and_the_cache_is_bounded(registry: RegistryServer) -> None:
     ids = [registry.register(f"s{n}", RECORD.replace('"R"', f'"R{n}"')) for n in range(3)]
     with RegistryClient(settings(registry.url, cache_size=2)) as client:
+        assert client.cache_size == 2
         for _ in range(5):
             client.schema(ids[0])
         assert client.requests == 1
