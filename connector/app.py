@@ -29,16 +29,16 @@ from typing import Any
 from connector.batching import Batch, BatchPolicy
 from connector.breaker import Breaker
 from connector.commits import Commits
-from connector.config import Settings
+from connector.config import Mode, Settings
 from connector.errors import TransientError
 from connector.health import HealthServer, HealthState
 from connector.logs import DeadLetterLog, HaltLog, UnexpectedLog
 from connector.metrics import Metrics
-from connector.models import Reason, SendOutcome, TopicPartitionKey
+from connector.models import ImportItem, Reason, SendOutcome, TopicPartitionKey, Unsent
 from connector.partition import Partition
 from connector.ports import DeadLetterSink, Record, Source
 from connector.replay import request_id
-from connector.routing import Route, Unsent
+from connector.routing import Route
 from connector.senders import Senders
 from connector.sink.client import Abandoned, SendJob
 from connector.sink.halt import BREAKER_REASON, HaltState
@@ -200,6 +200,10 @@ class Connector:
                 weight = len(prepared) + len(value or b"") + RECORD_OVERHEAD
                 part.add(offset, prepared, msg, now, weight, key=route.key)
                 continue
+            if type(prepared) is ImportItem:
+                weight = len(prepared.item) + len(value or b"") + RECORD_OVERHEAD
+                part.add(offset, prepared.item, msg, now, weight, key=route.key, imports=True)
+                continue
             assert isinstance(prepared, Unsent)
             if prepared.dead is None:
                 part.add(offset, None, msg, now)
@@ -244,7 +248,7 @@ class Connector:
     def _apply_outcome(self, part: Partition, batch: Batch, outcome: SendOutcome) -> None:
         route = self._p.routes[batch.tp[0]]
         m = self.metrics
-        m.engaged.labels(route.name).inc(outcome.accepted)
+        (m.imported if batch.imports else m.engaged).labels(route.name).inc(outcome.accepted)
         m.batch_records.observe(len(batch.items))
         m.batch_latency.observe(max(0.0, self._clock() - batch.opened_at))
         sources = part.answered(batch, len(outcome.rejected))
@@ -300,8 +304,12 @@ class Connector:
         route = self._p.routes[batch.tp[0]]
         first, last = batch.key_range
         rid = request_id(self.settings.kafka.group_id, route.settings, batch.tp[0], batch.tp[1], first, last,
-                         self.settings.altcraft.request_id_epoch)  # fmt: skip
-        self._p.senders.submit(batch, SendJob(route.name, route.settings.mode, route.shape, batch.items, rid))
+                         self.settings.altcraft.request_id_epoch, imports=batch.imports, piece=batch.piece)  # fmt: skip
+        if batch.imports and route.import_shape is not None:
+            job = SendJob(route.name, Mode.IMPORT, route.import_shape, batch.items, rid)
+        else:
+            job = SendJob(route.name, route.settings.mode, route.shape, batch.items, rid)
+        self._p.senders.submit(batch, job)
         self.metrics.inflight.set(self._p.senders.inflight)
 
     # 7.

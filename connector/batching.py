@@ -65,6 +65,8 @@ class Batch:
     # The profiles of its items (connector.ordering): ``keys``, and ``barrier`` when an item's is unknown.
     keys: set[ProfileKey] = field(default_factory=set)
     barrier: bool = False
+    imports: bool = False  # its items are imported without engaging (profiles/import_batch)
+    piece: int = 0  # the n-th batch cut from one replayed range (its records now of two kinds)
     held: int = 0  # estimated bytes of memory the batch keeps alive (items and their records)
     pending_dead_letters: int = 0
     answered: bool = False  # the API's outcome (or no request needed) is known
@@ -101,21 +103,37 @@ class Lane:
         self._on_seal = on_seal
 
     def add(
-        self, offset: int, item: bytes | None, source: object, now: float, weight: int = 0, key: ProfileKeys = None
+        self,
+        offset: int,
+        item: bytes | None,
+        source: object,
+        now: float,
+        weight: int = 0,
+        key: ProfileKeys = None,
+        imports: bool = False,
     ) -> Batch:
         """Append one record and return its batch; ``item`` is None for a record that will not be sent.
 
         ``weight``: the memory the record keeps alive while its batch is held (for the memory bound);
-        ``key``: the profile(s) the item is about (None: unknown)."""
+        ``key``: the profile(s) the item is about (None: unknown); ``imports``: the item is imported
+        without engaging. A batch holds items of one kind: a change of kind cuts it."""
         replay = self._replay
         while replay and offset > replay[0][1]:
             self._seal_replayed(replay.popleft())
         if replay and offset >= replay[0][0]:
             rng = replay[0]
             batch = self._open
-            if batch is None or batch.id_range != rng:
+            if (
+                batch is None
+                or batch.id_range != rng
+                or (item is not None and batch.items and batch.imports != imports)
+            ):
+                piece = batch.piece + 1 if batch is not None and batch.id_range == rng else 0
                 self.seal()
-                batch = self._open = Batch(self.tp, offset, offset, now, self._overhead, id_range=rng, replayed=True)
+                batch = self._open = Batch(self.tp, offset, offset, now, self._overhead, id_range=rng, replayed=True,
+                                           imports=imports, piece=piece)  # fmt: skip
+            elif item is not None and not batch.items:
+                batch.imports = imports
             batch.last = offset
             if item is not None:
                 batch.size += len(item) + (1 if batch.items else 0)
@@ -135,12 +153,18 @@ class Lane:
             current is not None
             and item is not None
             and current.items
-            and (len(current.items) >= policy.max_items or current.size + len(item) + 1 > policy.max_bytes)
+            and (
+                len(current.items) >= policy.max_items
+                or current.size + len(item) + 1 > policy.max_bytes
+                or current.imports != imports
+            )
         ):
             self.seal()
             current = None
         if current is None:
-            current = self._open = Batch(self.tp, offset, offset, now, self._overhead)
+            current = self._open = Batch(self.tp, offset, offset, now, self._overhead, imports=imports)
+        elif item is not None and not current.items:
+            current.imports = imports
         current.last = offset
         current.held += weight
         if item is not None:

@@ -48,6 +48,7 @@ DLQ_TOPIC = "altcraft-connector-dlq"
 GROUP = "altcraft-demo"
 TOKEN = "demo-token"
 WORKFLOW = 12
+DB = 2  # the database snapshot reads are imported into (ops.r: import, the default)
 PARTITIONS = 4  # the mock cluster creates topics with four partitions
 FIRST_SHARE = 0.4  # of the stream, read by the first connector before the fault
 FAULT_SHARE = 0.1  # of the stream, produced while the API loses its answers
@@ -117,7 +118,7 @@ def run_demo(events: int, seed: int, partitions: int = PARTITIONS) -> int:
     logging.getLogger("connector.dead_letters").setLevel(logging.ERROR)
     print("demo: the whole pipeline on this machine (Kafka -> connector -> Altcraft), nothing to install")
     print(f"  generating {events} Debezium change events of a customers table (seed {seed}) ...", flush=True)
-    stream = generate(events, partitions, seed=seed, schemas=True)
+    stream = generate(events, partitions, seed=seed, schemas=True, snapshot_imports=True)
     invalid = sum(1 for e in stream.events if e.expect.startswith("dead"))
     print(f"  {events} events over {partitions} partitions, {invalid} of them invalid on purpose (dead letters)")
     print("  starting an embedded Kafka: librdkafka's in-process mock cluster, one broker, no Java ...", flush=True)
@@ -144,6 +145,7 @@ def run_demo(events: int, seed: int, partitions: int = PARTITIONS) -> int:
                         "topics": [TOPIC],
                         "format": "debezium-json",
                         "workflow_id": WORKFLOW,
+                        "db_id": DB,
                         "matching": "email",
                         "fields": DEMO_FIELDS,
                     }
@@ -300,6 +302,8 @@ class _Demo:
                                                          route="customers")))),
             ("engaged (accepted)", lambda r: str(int(r.value("altcraft_connector_records_engaged_total",
                                                                route="customers")))),
+            ("imported, not engaged", lambda r: str(int(r.value("altcraft_connector_records_imported_total",
+                                                                  route="customers")))),
             ("skipped", lambda r: _by(r.total("altcraft_connector_records_skipped_total"))),
             ("dead-lettered", lambda r: _by(r.total("altcraft_connector_records_dead_lettered_total"))),
             ("requests", lambda r: _by(r.total("altcraft_connector_requests_total"))),
@@ -336,8 +340,10 @@ class _Demo:
 
         api_letters = sum(1 for x in distinct.values() if x.headers.get("__connect.errors.stage") == "api")
         checks = {
-            f"each customer engaged exactly as often as it changed ({sum(at_emulator.values())} engagements of "
-            f"{len(at_emulator)} profiles), despite the fault and the restart": at_emulator == engagements,
+            f"each customer engaged exactly as often as it changed after the snapshot ({sum(at_emulator.values())} "
+            f"engagements of {len(at_emulator)} profiles), despite the fault and the restart; the "
+            f"{outcomes['import']} snapshot reads were imported into database {DB}, not engaged": at_emulator
+            == engagements,
             "every invalid event is in the dead-letter topic, at its stage": by_stage == expected_dead,
             "every item Altcraft rejected is in the dead-letter topic": emu["items_rejected"] == api_letters,
             "the group's committed offsets reach the end of every partition": self._committed_by_partition() == ends,

@@ -134,15 +134,25 @@ class Stream:
     events: list[Event]
     # How many times each email should end up engaged.
     engagements: Counter[str] = field(default_factory=Counter)
+    # How many times each email should end up imported without engaging (snapshot reads, when they import).
+    imports: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
 def generate(
-    n_events: int, partitions: int, invalid_share: float = 0.02, seed: int = 7, *, schemas: bool = False
+    n_events: int,
+    partitions: int,
+    invalid_share: float = 0.02,
+    seed: int = 7,
+    *,
+    schemas: bool = False,
+    snapshot_imports: bool = False,
 ) -> Stream:
     """``n_events`` records (tombstones included) spread over ``partitions`` by customer id.
 
     ``schemas``: records as Debezium writes them with schemas on (see the module docstring).
+    ``snapshot_imports``: snapshot reads (op r) are expected to be imported, not engaged (the default of
+    ``routes[].ops.r``); otherwise every valid change is expected to engage (``ops.r: engage``).
     """
     rng = random.Random(seed)
     row_of = _debezium_row if schemas else _row
@@ -181,6 +191,11 @@ def generate(
         row = row_of(rng, cid, email)
         # Postgres' default replica identity leaves "before" empty on updates.
         value = dumps({"before": None, "after": row, "op": op, "ts_ms": ts, "source": _source(ts)})
+        if op == "r" and snapshot_imports:
+            events.append(Event(key, value, part, "import", "valid", email))
+            stream.imports[email] += 1
+            stream.outcomes["import"] += 1
+            continue
         events.append(Event(key, value, part, "engage", "valid", email))
         stream.engagements[email] += 1
         stream.outcomes["engage"] += 1

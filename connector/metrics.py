@@ -49,6 +49,10 @@ class Metrics:
             p + "records_engaged", "Records the platform accepted (imported, and engaged unless mode is import).",
             ["route"], registry=registry,
         )  # fmt: skip
+        self.imported = Counter(
+            p + "records_imported", "Records the platform accepted to import without engaging (an op or otherwise "
+            "set to import).", ["route"], registry=registry,
+        )  # fmt: skip
         self.skipped = Counter(
             p + "records_skipped", "Records deliberately not sent (deletes, tombstones).", ["route", "reason"],
             registry=registry,

@@ -51,3 +51,23 @@ class Reason:
     api_text: str | None = None
     request_id: str | None = None
     api_debug: str | None = None
+
+
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs four times more
+class Unsent:
+    """A record that becomes no item: exactly one of ``skip`` (a counted reason) or ``dead``.
+
+    ``unexpected``: the record is dead because of an exception no stage raises on purpose (a bug in
+    the connector meeting an input nobody thought of); it deserves an error log, not only a dead letter.
+    """
+
+    skip: str | None = None
+    dead: Reason | None = None
+    unexpected: bool = False
+
+
+@dataclass(slots=True)
+class ImportItem:
+    """The item of a record to import without engaging (an op or ``otherwise`` set to import)."""
+
+    item: bytes

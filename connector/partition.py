@@ -71,10 +71,11 @@ class Partition:
         weight: int = 0,
         dead: bool = False,
         key: ProfileKeys = None,
+        imports: bool = False,
     ) -> Batch:
         """One record's verdict: an item to send (about the profile ``key``), or none (skipped, or
         ``dead``: a dead letter is on its way and the batch waits for its confirmation)."""
-        batch = self._lane.add(offset, item, source, now, weight, key)
+        batch = self._lane.add(offset, item, source, now, weight, key, imports)
         if dead:
             batch.pending_dead_letters += 1
         return batch

@@ -63,7 +63,7 @@ def ranges_to_replay(committed: int | None, metadata: str) -> list[Range]:
     ranges = parse_metadata(metadata)
     if committed is not None:
         ranges = [r for r in ranges if r[1] >= committed]
-    return sorted(ranges)
+    return sorted(set(ranges))
 
 
 def record_before_send(
@@ -79,18 +79,33 @@ def record_before_send(
 
 
 def request_id(
-    group_id: str, route: RouteSettings, topic: str, partition: int, first: int, last: int, epoch: str = ""
+    group_id: str,
+    route: RouteSettings,
+    topic: str,
+    partition: int,
+    first: int,
+    last: int,
+    epoch: str = "",
+    *,
+    imports: bool = False,
+    piece: int = 0,
 ) -> str:
     """Deterministic key of a batch: the same records of the same route always give the same key.
 
     ``epoch`` (``altcraft.request_id_epoch``) is mixed in when not empty: a new epoch makes every batch
     a new request for Altcraft's deduplication. The empty epoch gives the keys of the versions without
-    one, so batches recorded before it existed replay under their original keys.
+    one, so batches recorded before it existed replay under their original keys. ``imports``: the batch
+    holds the records an op (or ``otherwise``) imports without engaging (``profiles/import_batch`` into
+    the route's ``db_id``). ``piece``: the n-th batch cut from one recorded range (a replay whose records
+    now split into engaged and imported ones).
     """
-    target = route.db_id if route.mode is Mode.IMPORT else route.workflow_id
-    parts: tuple[object, ...] = (group_id, route.name, route.mode.value, target, topic, partition, first, last)
+    mode = Mode.IMPORT if imports else route.mode
+    target = route.db_id if mode is Mode.IMPORT else route.workflow_id
+    parts: tuple[object, ...] = (group_id, route.name, mode.value, target, topic, partition, first, last)
     if epoch:
         parts += (f"epoch={epoch}",)
+    if piece:
+        parts += (f"piece={piece}",)
     text = "\x1f".join(str(p) for p in parts)
     return "akc-" + hashlib.sha256(text.encode()).hexdigest()[:40]
 

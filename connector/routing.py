@@ -14,33 +14,19 @@ what is wrong; anything else is still dead-lettered, with the stage it happened 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from connector.condition import ROW_VARIABLES, VARIABLES, Condition, compile_condition
-from connector.config import AVRO_FORMATS, Format, OpAction, Otherwise, RouteSettings
+from connector.config import AVRO_FORMATS, Format, Mode, OpAction, Otherwise, RouteSettings
 from connector.decode import Decoder, json_decoder
 from connector.decode.json_events import JsonDecoder, UndeclaredEncoding
 from connector.errors import DecodeError, MappingError, RecordError, RecordTooLarge, TransientError
 from connector.mapping import Mapper
-from connector.models import ChangeEvent, Reason
+from connector.models import ChangeEvent, ImportItem, Reason, Unsent
 from connector.ordering import ProfileKeys, profile_keys
 from connector.sink.request import BodyShape, body_shape
-
-
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs four times more
-class Unsent:
-    """A record that becomes no item: exactly one of ``skip`` (a counted reason) or ``dead``.
-
-    ``unexpected``: the record is dead because of an exception no stage raises on purpose (a bug in
-    the connector meeting an input nobody thought of); it deserves an error log, not only a dead letter.
-    """
-
-    skip: str | None = None
-    dead: Reason | None = None
-    unexpected: bool = False
 
 
 class Route:
@@ -64,6 +50,11 @@ class Route:
         # prepare returns bytes, read by the loop right after, so no wrapper object is made per record.
         self.key: ProfileKeys = None
         self._max_item = max_body_bytes - self.shape.overhead
+        # Records an op (or otherwise) imports without engaging: items of profiles/import_batch.
+        self.import_shape: BodyShape | None = None
+        if settings.mode is not Mode.IMPORT and (settings.ops.importing() or settings.otherwise is Otherwise.IMPORT):
+            self.import_shape = body_shape(settings.model_copy(update={"mode": Mode.IMPORT}))
+        self._otherwise_imports = settings.otherwise is Otherwise.IMPORT
         ops = settings.ops
         self._ops: dict[str, OpAction] = {"c": ops.c, "r": ops.r, "u": ops.u, "d": ops.d, "tombstone": ops.tombstone}
         # routes[].when, compiled once; None (the common case) costs prepare one comparison.
@@ -72,13 +63,12 @@ class Route:
         if settings.when is not None:
             avro = settings.format in AVRO_FORMATS
             self.condition = compile_condition(settings.when, ROW_VARIABLES if avro else VARIABLES)
-            if settings.otherwise is not Otherwise.SKIP:  # refused by the settings until the loop can import
-                raise ValueError(f"route {self.name}: otherwise {settings.otherwise.value} is not supported yet")
             if settings.format is Format.DEBEZIUM_JSON and self.condition.reads:
                 self._sides = _EnvelopeSides(self.decode, self.condition.reads)
 
-    def prepare(self, value: bytes | None) -> bytes | Unsent:
-        """The item of one record, or why there is none. Raises only :class:`TransientError`."""
+    def prepare(self, value: bytes | None) -> bytes | ImportItem | Unsent:
+        """The item of one record (bytes to engage; :class:`ImportItem` to import only), or why there is
+        none. Raises only :class:`TransientError`."""
         stage = "decode"  # where an unexpected exception happened (a RecordError carries its own stage)
         try:
             event = self.decode(value)
@@ -93,11 +83,15 @@ class Route:
             stage = "map"
             if event.row is None:
                 raise MappingError(f"op {event.op!r} carries no row")
-            if self.condition is not None:
+            if self.condition is not None and action is OpAction.ENGAGE:
                 stage = "condition"
                 if not self._holds(event, value):
-                    return Unsent(skip="condition")
+                    if not self._otherwise_imports:
+                        return Unsent(skip="condition")
+                    action = OpAction.IMPORT
                 stage = "map"
+            if action is OpAction.IMPORT and self.import_shape is not None:
+                return self._import_item(event.row)
             if self._fields_only:
                 fields = self.mapper.fields(event.row)
                 try:
@@ -127,6 +121,19 @@ class Route:
             raise  # the loop holds the partition and reads this record again later
         except Exception as exc:  # the last resort: RecursionError, MemoryError, a bug meeting odd input
             return Unsent(dead=Reason(stage, type(exc).__name__, _message(exc)), unexpected=True)
+
+    def _import_item(self, row: dict[str, Any]) -> ImportItem:
+        """An item of profiles/import_batch: the profile fields alone (no content, no custom_data)."""
+        assert self.import_shape is not None
+        fields = self.mapper.fields(row)
+        try:
+            item = self.import_shape.fields_item(fields)
+        except TypeError as exc:
+            raise _unwritable(exc) from None
+        self.key = profile_keys(fields, self._match)
+        if len(item) > self._max_item:
+            raise RecordTooLarge(f"the item is {len(item)} bytes; with the request envelope it exceeds the body limit")
+        return ImportItem(item)
 
     def _holds(self, event: ChangeEvent, value: bytes | None) -> bool:
         """Whether the route's condition engages this record (raises ConditionFailed when it cannot tell)."""

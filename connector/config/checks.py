@@ -56,18 +56,19 @@ def _cross_problems(facts: _Facts) -> list[str]:
     for route in facts.routes:
         if route.name is not None:
             if route.name in names:
-                problems.append(f"routes.{route.index}.name: {route.name!r} is the name of routes.{names[route.name]}")
+                first = names[route.name]
+                problems.append(f"routes[{route.index}].name: {route.name!r} is the name of routes[{first}]")
             names.setdefault(route.name, route.index)
         for topic in route.topics:
             if topic in readers and readers[topic] != route.index:
                 problems.append(
-                    f"routes.{route.index}.topics: {topic!r} is read by routes.{readers[topic]} already; "
+                    f"routes[{route.index}].topics: {topic!r} is read by routes[{readers[topic]}] already; "
                     "a topic follows one route"
                 )
             readers.setdefault(topic, route.index)
             if topic == facts.dead_letter_topic:
-                problems.append(f"routes.{route.index}.topics: {topic!r} is the dead-letter topic (dead_letter.topic)")
-    avro = [f"routes.{r.index}" for r in facts.routes if r.avro]
+                problems.append(f"routes[{route.index}].topics: {topic!r} is the dead-letter topic (dead_letter.topic)")
+    avro = [f"routes[{r.index}]" for r in facts.routes if r.avro]
     if avro and facts.registry_url_missing:
         problems.append(f"schema_registry.url: required by routes with an Avro format ({', '.join(avro)})")
     return problems

@@ -7,7 +7,7 @@ connector that reads the environment.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +63,16 @@ def load_settings(path: str | os.PathLike[str] | None, environ: Mapping[str, str
     return settings
 
 
+def key_path(parts: Sequence[str | int]) -> str:
+    """A setting's path as a user writes it: ``routes[0].when`` (list items by index in brackets)."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}" if out else p
+    return out
+
+
 def _describe(err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = key_path(err["loc"]) or "(top level)"
     msg = str(err["msg"])
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -152,7 +160,7 @@ def _duplicate_keys(node: yaml.Node, path: Path) -> list[str]:
     problems: list[str] = []
     seen: set[int] = set()
 
-    def walk(node: yaml.Node, where: tuple[str, ...]) -> None:
+    def walk(node: yaml.Node, where: tuple[str | int, ...]) -> None:
         if id(node) in seen:  # an alias: its keys were checked where the anchor is
             return
         seen.add(id(node))
@@ -166,12 +174,12 @@ def _duplicate_keys(node: yaml.Node, path: Path) -> list[str]:
                 at = f"line {mark.line + 1}, column {mark.column + 1}"
                 ident = (key.tag, str(key.value))
                 if ident in first:
-                    problems.append(f"{'.'.join(here)}: duplicate key (at {path} {at}; first at {first[ident]})")
+                    problems.append(f"{key_path(here)}: duplicate key (at {path} {at}; first at {first[ident]})")
                 first.setdefault(ident, at)
                 walk(value, here)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                walk(item, (*where, str(i)))
+                walk(item, (*where, i))
 
     walk(node, ())
     return problems
@@ -224,8 +232,7 @@ def _key_path_at(text: str, index: int, line: int) -> str:
     # A problem on the line of the value just read belongs to that value (``token: ...: oops``).
     if frames and frames[-1].mapping and frames[-1].key is None and frames[-1].last_line == line:
         frames[-1].key = frames[-1].last_key
-    parts = [f.key if f.mapping else str(f.index) for f in frames]
-    return ".".join(p for p in parts if p is not None)
+    return key_path([p for f in frames if (p := f.key if f.mapping else f.index) is not None])
 
 
 # Environment and secret files

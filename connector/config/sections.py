@@ -179,7 +179,10 @@ class Mode(StrEnum):
 
 
 class OpAction(StrEnum):
+    # Import (or update) the profile and engage it in the route's scenario.
     ENGAGE = "engage"
+    # Import (or update) the profile in the route's db_id (profiles/import_batch), without engaging it.
+    IMPORT = "import"
     SKIP = "skip"
     DEAD_LETTER = "dead-letter"
 
@@ -187,13 +190,12 @@ class OpAction(StrEnum):
 class Otherwise(StrEnum):
     # Not sent; counted in records_skipped_total{reason="condition"}.
     SKIP = "skip"
-    # Imported into the database without entering the scenario (needs the loop's import action).
+    # Imported into the route's db_id without entering the scenario.
     IMPORT = "import"
 
 
 # The otherwise actions the loop carries out. Import joins once the loop has an import action: then
 # this set names it, and routing.Route hands such records to it.
-OTHERWISE_AVAILABLE = frozenset({Otherwise.SKIP})
 
 
 Matching = Literal[
@@ -205,8 +207,9 @@ Matching = Literal[
 class OpsSettings(_Frozen):
     # Create (Debezium op c).
     c: OpAction = OpAction.ENGAGE
-    # Snapshot read (Debezium op r).
-    r: OpAction = OpAction.ENGAGE
+    # Snapshot read (Debezium op r): imported, not engaged, so that a first snapshot does not start the
+    # scenario for every existing customer.
+    r: OpAction = OpAction.IMPORT
     # Update (Debezium op u).
     u: OpAction = OpAction.ENGAGE
     # Delete (Debezium op d, or __deleted=true in flattened records).
@@ -217,9 +220,13 @@ class OpsSettings(_Frozen):
     @field_validator("tombstone")
     @classmethod
     def _tombstone_cannot_engage(cls, v: OpAction) -> OpAction:
-        if v is OpAction.ENGAGE:
+        if v in (OpAction.ENGAGE, OpAction.IMPORT):
             raise ValueError("a tombstone carries no profile: use skip or dead-letter")
         return v
+
+    def importing(self) -> list[str]:
+        """The ops that import."""
+        return [op for op in ("c", "r", "u", "d") if getattr(self, op) is OpAction.IMPORT]
 
 
 class RouteSettings(_Frozen):
@@ -270,7 +277,7 @@ class RouteSettings(_Frozen):
     # CEL expression over op, before, after and source, for the records the ops engage: a record for
     # which it is false follows otherwise (README, "Conditions"). Absent: every such record engages.
     when: str | None = None
-    # What a record for which when is false does: skip (counted, reason condition). import: not yet.
+    # What a record for which when is false does: skip (counted, reason condition), or import (into db_id).
     otherwise: Otherwise = Otherwise.SKIP
 
     # The checks spanning fields sit on the later field and read the earlier ones from info.data, where
@@ -339,14 +346,24 @@ class RouteSettings(_Frozen):
             raise ValueError(str(exc)) from None
         return v
 
+    @field_validator("ops")
+    @classmethod
+    def _imports_need_db(cls, v: OpsSettings, info: ValidationInfo) -> OpsSettings:
+        importing = v.importing()
+        if importing and info.data.get("db_id") is None and info.data.get("mode") not in (Mode.IMPORT, None):
+            default = " (the default for snapshot reads)"
+            ops = ", ".join(f"{op}: import" + (default if op == "r" else "") for op in importing)
+            raise ValueError(
+                f"{ops} imports profiles without engaging them: set db_id (the database they are imported into), "
+                f"or set ops.{importing[0]} to engage or skip"
+            )
+        return v
+
     @field_validator("otherwise")
     @classmethod
-    def _otherwise_available(cls, v: Otherwise) -> Otherwise:
-        if v not in OTHERWISE_AVAILABLE:
-            raise ValueError(
-                f"{v.value} is not available yet: the connector cannot import a profile without engaging it "
-                f"until it has an import action; use {', '.join(sorted(OTHERWISE_AVAILABLE))} (the default)"
-            )
+    def _otherwise_import_needs_db(cls, v: Otherwise, info: ValidationInfo) -> Otherwise:
+        if v is Otherwise.IMPORT and info.data.get("db_id") is None and info.data.get("mode") is not Mode.IMPORT:
+            raise ValueError("otherwise: import needs db_id (the database the profiles are imported into)")
         return v
 
 

@@ -49,7 +49,7 @@ from connector.decode import build_decoder, open_registry
 from connector.dlq import DeadLetters
 from connector.errors import TransientError
 from connector.metrics import Metrics
-from connector.models import Reason, SendOutcome
+from connector.models import ImportItem, Reason, SendOutcome
 from connector.routing import Route
 from connector.sink.client import Abandoned, AltcraftClient, SendJob
 from connector.sink.halt import HaltState
@@ -83,20 +83,31 @@ def offset_ranges(offsets: Sequence[int]) -> str:
 
 
 def replay_request_id(
-    group_id: str, route: RouteSettings, dlq_topic: str, partition: int, offsets: Sequence[int], epoch: str = ""
+    group_id: str,
+    route: RouteSettings,
+    dlq_topic: str,
+    partition: int,
+    offsets: Sequence[int],
+    epoch: str = "",
+    imports: bool = False,
 ) -> str:
     """Deterministic key of a replayed group: the same dead letters replayed to the same route always give
     the same key. Built like :func:`connector.replay.request_id`, from the dead letters' position
     instead of the source records': the dead-letter topic (never a source topic), its partition and the
     letters' offsets (each one: two selections sharing a first and last offset but not the letters in
-    between must not share a key, or the second would get the first one's answer)."""
-    target = route.db_id if route.mode is Mode.IMPORT else route.workflow_id
-    parts: tuple[object, ...] = ("replay", group_id, route.name, route.mode.value, target, dlq_topic, partition,
+    between must not share a key, or the second would get the first one's answer). ``imports``: the
+    group imports without engaging (an op or ``otherwise`` of the route imports these records)."""
+    mode = Mode.IMPORT if imports else route.mode
+    target = route.db_id if mode is Mode.IMPORT else route.workflow_id
+    parts: tuple[object, ...] = ("replay", group_id, route.name, mode.value, target, dlq_topic, partition,
                                  offset_ranges(offsets))  # fmt: skip
     if epoch:
         parts += (f"epoch={epoch}",)
     text = "\x1f".join(str(p) for p in parts)
     return "akc-replay-" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+IMPORTS = "#import"  # after a route's name: the group imports without engaging (profiles/import_batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,11 +362,13 @@ class _Routes:
         return route
 
     def get(self, name: str) -> Route:
-        return self._by_name[name]
+        return self._by_name[name.removesuffix(IMPORTS)]
 
     @property
     def overheads(self) -> dict[str, int]:
-        return {name: r.shape.overhead for name, r in self._by_name.items()}
+        out = {name: r.shape.overhead for name, r in self._by_name.items()}
+        out.update({name + IMPORTS: r.import_shape.overhead for name, r in self._by_name.items() if r.import_shape})
+        return out
 
 
 def prepare(
@@ -391,6 +404,8 @@ def prepare(
             continue
         if isinstance(prepared, bytes):
             out.append(Candidate(letter, route.name, prepared))
+        elif isinstance(prepared, ImportItem):
+            out.append(Candidate(letter, route.name + IMPORTS, prepared.item))
         elif prepared.skip is not None:
             summary.skipped[prepared.skip] += 1
         elif prepared.dead is not None:
@@ -406,6 +421,8 @@ def _ballast_item(letter: DeadLetter, routes: _Routes) -> Candidate | None:
         prepared = route.prepare(letter.value)
     except TransientError:
         return None
+    if isinstance(prepared, ImportItem):
+        return Candidate(letter, route.name + IMPORTS, prepared.item, ballast=True)
     return Candidate(letter, route.name, prepared, ballast=True) if isinstance(prepared, bytes) else None
 
 
@@ -511,7 +528,7 @@ def run_replay(
             overheads=routes.overheads,
             key=lambda route, partition, offsets: replay_request_id(
                 settings.kafka.group_id, routes.get(route).settings, topic, partition, offsets,
-                settings.altcraft.request_id_epoch,
+                settings.altcraft.request_id_epoch, imports=route.endswith(IMPORTS),
             ),
         )  # fmt: skip
         summary.to_send = sum(1 for c in candidates if not c.ballast)
@@ -583,7 +600,10 @@ def _send_all(
     try:
         for i, group in enumerate(groups):
             route = routes.get(group.route)
-            job = SendJob(route.name, route.settings.mode, route.shape, group.items, group.request_id)
+            if group.route.endswith(IMPORTS) and route.import_shape is not None:
+                job = SendJob(route.name, Mode.IMPORT, route.import_shape, group.items, group.request_id)
+            else:
+                job = SendJob(route.name, route.settings.mode, route.shape, group.items, group.request_id)
             try:
                 outcome = _send(client, job, halt, lambda: progress(line))
             except KeyboardInterrupt:

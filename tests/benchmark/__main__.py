@@ -365,7 +365,8 @@ def connector_config(
         "altcraft": {"base_url": url, "token": TOKEN, "max_in_flight": max_in_flight},
         "batching": {"max_items": max_items, "max_bytes": 9_000_000, "linger_s": LINGER_S},
         "routes": [{"name": "customers", "topics": [topic], "format": "debezium-json", "workflow_id": WORKFLOW,
-                    "matching": "email", "fields": {**DEMO_FIELDS, "bench_produced_ms": "bench_produced_ms"}}],
+                    "db_id": 7, "ops": {"r": "engage"}, "matching": "email",
+                    "fields": {**DEMO_FIELDS, "bench_produced_ms": "bench_produced_ms"}}],
         "dead_letter": {"topic": f"{topic}-dlq"},
         "observability": {"host": "127.0.0.1", "port": port, "log_format": "json", "log_level": "WARNING"},
     }  # fmt: skip

@@ -46,7 +46,7 @@ def records(n: int, seed: int = 11) -> list[bytes]:
 
 
 def route(when: str | None) -> Route:
-    settings: dict[str, Any] = {"name": "customers", "topics": ["cdc.customers"], "workflow_id": 12,
+    settings: dict[str, Any] = {"name": "customers", "topics": ["cdc.customers"], "workflow_id": 12, "db_id": 7,
                                 "fields": DEMO_FIELDS}  # fmt: skip
     if when is not None:
         settings["when"] = when

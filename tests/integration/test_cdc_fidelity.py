@@ -233,6 +233,8 @@ def _settings(kafka: KafkaHelper, emu: Emulator, setup: Setup, topic: str, dlq: 
                 "format": "debezium-json",
                 "mode": "engage",
                 "workflow_id": WORKFLOW,
+                "db_id": 7,
+                "ops": {"r": "engage"},
                 "matching": "custom",
                 "field_name": MATCH_FIELD,
                 "fields": FIELDS,

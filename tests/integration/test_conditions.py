@@ -89,7 +89,8 @@ def test_a_condition_engages_exactly_its_records_and_counts_or_dead_letters_the_
         "altcraft": {"base_url": emulator.url, "token": TOKEN, "retry": {"initial_backoff_s": 0.05}},
         "batching": {"max_items": 50, "linger_s": 0.2},
         "routes": [{"name": "vip", "topics": [topic], "format": "debezium-json", "workflow_id": WORKFLOW,
-                    "fields": {"email": "email", "_fname": "first_name"}, "when": WHEN}],
+                    "db_id": 7, "ops": {"r": "engage"}, "fields": {"email": "email", "_fname": "first_name"},
+                    "when": WHEN}],
         # Many records here are meant to fail the condition: far from what the breaker guards against.
         "dead_letter": {"topic": dlq, "breaker_max_share": 0.9},
         "shutdown": {"drain_timeout_s": 20},

@@ -94,6 +94,8 @@ class Bed:
                     "name": ROUTE,
                     "topics": [self.topic],
                     "workflow_id": WORKFLOW,
+                    "db_id": 7,
+                    "ops": {"r": "engage"},
                     "matching": "email",
                     "fields": DEMO_FIELDS,
                     **(route or {}),

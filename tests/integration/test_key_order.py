@@ -108,6 +108,8 @@ def settings(kafka: Any, topic: str, dlq: str, url: str, group: str) -> dict[str
                 "name": "customers",
                 "topics": [topic],
                 "workflow_id": WORKFLOW,
+                "db_id": 7,
+                "ops": {"r": "engage"},
                 "matching": "email",
                 "fields": {"email": "email", "_fname": "first_name", "seq": "seq"},
             }

@@ -49,7 +49,7 @@ def offline_settings(bootstrap: str, **kafka: Any) -> dict[str, Any]:
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": "g-signals", "consumer": FAST_STATS, **kafka},
         "altcraft": {"base_url": "http://127.0.0.1:9", "token": "t"},
-        "routes": [{"name": "customers", "topics": ["signals-topic"], "workflow_id": 1}],
+        "routes": [{"name": "customers", "topics": ["signals-topic"], "workflow_id": 1, "db_id": 7}],
         "dead_letter": {"topic": "signals-dlq"},
         "shutdown": {"drain_timeout_s": 5},
     }

@@ -47,7 +47,7 @@ def settings(
                      **altcraft},
         "batching": {"max_items": 5, "linger_s": 2.0, **batching},
         "routes": [{"name": "customers", "topics": [topic], "format": "json", "workflow_id": WORKFLOW,
-                    "matching": "email", "fields": fields}],
+                    "db_id": 7, "ops": {"r": "engage"}, "matching": "email", "fields": fields}],
         "dead_letter": {"topic": dlq},
         "shutdown": {"drain_timeout_s": 10},
         **extra,

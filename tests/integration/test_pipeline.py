@@ -47,6 +47,8 @@ def connector_settings(kafka: Any, topic: str, dlq: str, url: str, group: str, *
                 "name": "customers",
                 "topics": [topic],
                 "workflow_id": WORKFLOW,
+                "db_id": 7,
+                "ops": {"r": "engage"},
                 "matching": "email",
                 "fields": DEMO_FIELDS,
             }

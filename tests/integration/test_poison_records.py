@@ -137,9 +137,10 @@ def _settings(kafka: Any, group: str, json_topic: str, avro_topic: str, dlq: str
         "schema_registry": {"url": reg, "request_timeout_s": 2.0},
         "routes": [
             {"name": "json", "topics": [json_topic], "format": "debezium-json", "workflow_id": WORKFLOW,
-             "fields": {"email": "email", "_fname": "first_name"}, "unmapped": "pass"},
+             "db_id": 7, "ops": {"r": "engage"}, "fields": {"email": "email", "_fname": "first_name"},
+             "unmapped": "pass"},
             {"name": "avro", "topics": [avro_topic], "format": "debezium-avro", "workflow_id": WORKFLOW,
-             "fields": {"email": "email", "_fname": "first_name"}},
+             "db_id": 7, "ops": {"r": "engage"}, "fields": {"email": "email", "_fname": "first_name"}},
         ],
         # A third of the records are poison here: far from the misconfiguration the breaker guards against.
         "dead_letter": {"topic": dlq, "breaker_max_share": 0.9},

@@ -58,6 +58,7 @@ routes:
     topics: ['^cdc\\..*']
     format: debezium-avro
     workflow_id: true
+    db_id: 7
     reader_schema: {tmp_path / "customer.avsc"}
 """
     )
@@ -68,9 +69,9 @@ routes:
         f"kafka.group_id: duplicate key (at {config} line 4, column 3; first at line 3, column 3)",
         "altcraft.token_file: in the file, character 8 is not printable ASCII, which an HTTP header cannot carry "
         f"(got '{token_file}')",
-        r"routes.0.topics.0: topic patterns are not supported: list every topic by its exact name (got '^cdc\\..*')",
-        "routes.0.workflow_id: expected a number, not a boolean (got True)",
-        f"routes.0.reader_schema: cannot read the file: No such file or directory (got '{tmp_path}/customer.avsc')",
+        r"routes[0].topics[0]: topic patterns are not supported: list every topic by its exact name (got '^cdc\\..*')",
+        "routes[0].workflow_id: expected a number, not a boolean (got True)",
+        f"routes[0].reader_schema: cannot read the file: No such file or directory (got '{tmp_path}/customer.avsc')",
     ]
     assert err.startswith(f"{config}: 5 problem(s):\n")
     for secret in (TOKEN, "s3cr3t", "api-pw-77"):
@@ -89,7 +90,7 @@ def test_a_bom_token_is_fine_while_a_bad_registry_token_is_refused_unseen(
         f"""\
 altcraft: {{token_file: {token_file}}}
 schema_registry: {{url: "http://registry:8081"}}
-routes: [{{name: customers, topics: [cdc.customers], format: avro, workflow_id: 12, reader_schema: {reader}}}]
+routes: [{{name: customers, topics: [cdc.customers], format: avro, workflow_id: 12, db_id: 7, reader_schema: {reader}}}]
 """
     )
     monkeypatch.setenv(ENV_PREFIX + "SCHEMA_REGISTRY__BEARER_TOKEN", REGISTRY_TOKEN)
@@ -121,7 +122,7 @@ altcraft:
   token: inline-token-1
 schema_registry:
   url: "https://registry.example/?access_token=reg-tok-88"
-routes: [{name: customers, topics: [cdc.customers], workflow_id: 12}]
+routes: [{name: customers, topics: [cdc.customers], workflow_id: 12, db_id: 7}]
 """
     )
     code, out, err = check_config(capsys, config)
@@ -156,16 +157,19 @@ routes:
   - name: customers
     topics: [cdc.customers]
     workflow_id: 12
+    db_id: 7
     when: 'after.tier == "vip" &&'
   - name: orders
     topics: [cdc.orders]
     workflow_id: 0
+    db_id: 7
     when: 'op > 1'
     otherwise: import
   - name: events
     topics: [cdc.events]
     format: debezium-avro
     workflow_id: 13
+    db_id: 7
     when: 'after.tier == "vip" && before == null'
 """
     )
@@ -173,14 +177,12 @@ routes:
     assert code == EXIT_BAD_SETTINGS
     assert out == ""
     assert problems_of(err) == [
-        "routes.0.when: at 1:23: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', "
+        "routes[0].when: at 1:23: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', "
         "'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER} "
         "(got 'after.tier == \"vip\" &&')",
-        "routes.1.workflow_id: Input should be greater than or equal to 1 (got 0)",
-        "routes.1.when: at 1:4: found no matching overload for '_>_' applied to '(string, int)' (got 'op > 1')",
-        "routes.1.otherwise: import is not available yet: the connector cannot import a profile without engaging "
-        "it until it has an import action; use skip (the default) (got 'import')",
-        "routes.2.when: before is not available for Avro routes yet (their decoder yields the row only): use op "
+        "routes[1].workflow_id: Input should be greater than or equal to 1 (got 0)",
+        "routes[1].when: at 1:4: found no matching overload for '_>_' applied to '(string, int)' (got 'op > 1')",
+        "routes[2].when: before is not available for Avro routes yet (their decoder yields the row only): use op "
         "and after (got 'after.tier == \"vip\" && before == null')",
     ]
 
@@ -193,7 +195,7 @@ def test_a_route_condition_that_compiles_is_shown_with_the_settings(
     config.write_text(
         f"""\
 altcraft: {{token: inline-token-1}}
-routes: [{{name: customers, topics: [cdc.customers], workflow_id: 12, when: '{when}'}}]
+routes: [{{name: customers, topics: [cdc.customers], workflow_id: 12, db_id: 7, when: '{when}'}}]
 """
     )
     code, out, err = check_config(capsys, config, "--format", "json")

@@ -22,14 +22,15 @@ from connector.condition import (
     compile_condition,
 )
 from connector.config import RouteSettings
-from connector.routing import Route, Unsent
+from connector.models import ImportItem, Unsent
+from connector.routing import Route
 
 EXAMPLE = 'after.tier == "vip" && (before == null || before.tier != "vip")'
 EMAIL = "a@example.com"
 
 
 def route(**kw: Any) -> Route:
-    base: dict[str, Any] = {"name": "r", "topics": ["t"], "workflow_id": 7, "fields": {"email": "email"}}
+    base: dict[str, Any] = {"name": "r", "topics": ["t"], "workflow_id": 7, "db_id": 7, "fields": {"email": "email"}}
     base.update(kw)
     return Route(RouteSettings.model_validate(base), max_body_bytes=1_000_000)
 
@@ -43,8 +44,9 @@ def row(tier: str | None = None, **columns: Any) -> dict[str, Any]:
     return {"email": EMAIL, **({"tier": tier} if tier is not None else {}), **columns}
 
 
-def engaged(out: bytes | Unsent) -> bool:
-    assert isinstance(out, bytes) or out.skip == "condition", out
+def engaged(out: bytes | ImportItem | Unsent) -> bool:
+    """Engaged, or not: skipped by the condition, or imported (snapshot reads, by default, never reach it)."""
+    assert isinstance(out, (bytes, ImportItem)) or out.skip == "condition", out
     return isinstance(out, bytes)
 
 
@@ -227,7 +229,14 @@ def test_avro_routes_offer_op_and_after_only_for_now() -> None:
         compile_condition(EXAMPLE, ROW_VARIABLES)
     with pytest.raises(ValidationError, match="source is not available for Avro routes yet"):
         RouteSettings.model_validate(
-            {"name": "r", "topics": ["t"], "workflow_id": 7, "format": "debezium-avro", "when": "source.db == 'x'"}
+            {
+                "name": "r",
+                "topics": ["t"],
+                "workflow_id": 7,
+                "db_id": 7,
+                "format": "debezium-avro",
+                "when": "source.db == 'x'",
+            }
         )
 
 
@@ -238,12 +247,14 @@ def test_a_condition_knows_which_envelope_sides_it_reads() -> None:
     assert compile_condition("[1].exists(before, before > 0)").reads == frozenset()  # a macro's own name
 
 
-def test_otherwise_import_is_refused_until_the_loop_can_import() -> None:
-    with pytest.raises(ValidationError) as caught:
-        RouteSettings.model_validate({"name": "r", "topics": ["t"], "workflow_id": 7, "when": "true",
-                                      "otherwise": "import"})  # fmt: skip
-    assert "import is not available yet" in str(caught.value)
-    assert RouteSettings.model_validate({"name": "r", "topics": ["t"], "workflow_id": 7}).when is None
+def test_otherwise_import_imports_the_records_the_condition_does_not_engage() -> None:
+    r = route(when=EXAMPLE, otherwise="import")
+    assert engaged(r.prepare(change("u", row("gold"), row("vip"))))
+    out = r.prepare(change("u", row("vip"), row("vip")))
+    assert isinstance(out, ImportItem) and orjson.loads(out.item) == {"email": EMAIL}  # profile fields, no wrapper
+    with pytest.raises(ValidationError, match="otherwise: import needs db_id"):
+        RouteSettings.model_validate({"name": "r", "topics": ["t"], "workflow_id": 7, "ops": {"r": "engage"},
+                                      "when": "true", "otherwise": "import"})  # fmt: skip
 
 
 # Nothing a record holds stops the process
@@ -322,6 +333,8 @@ def test_random_records_are_engaged_skipped_or_dead_lettered_with_stage_conditio
     out = r.prepare(change(op, None if before is None else {**before, "email": EMAIL}, {**after, "email": EMAIL}))
     if isinstance(out, bytes):
         assert orjson.loads(out) == {"data": {"email": EMAIL}}
+    elif isinstance(out, ImportItem):
+        assert op == "r" and orjson.loads(out.item) == {"email": EMAIL}  # snapshot reads import, by default
     else:
         assert out.skip == "condition" or (out.dead is not None and out.dead.stage == "condition"), out
         assert not out.unexpected

@@ -30,6 +30,7 @@ routes:
   - name: customers
     topics: [cdc.customers]
     workflow_id: 12
+    db_id: 7
 """
 
 
@@ -68,17 +69,17 @@ altcraft: {token: x, max_body_bytes: 100000}
 batching: {max_bytes: 200000}
 routes:
   - {name: a, topics: [t1], mode: import}
-  - {name: a, topics: [t1], workflow_id: 1, matching: custom}
+  - {name: a, topics: [t1], workflow_id: 1, db_id: 7, matching: custom}
 """,
     )
     with pytest.raises(SettingsError) as err:
         load_settings(path, environ={})
     assert sorted(err.value.problems) == sorted([
-        "routes.0.db_id: mode import needs db_id",
-        "routes.1.field_name: matching custom needs field_name",
+        "routes[0].db_id: mode import needs db_id",
+        "routes[1].field_name: matching custom needs field_name",
         "batching.max_bytes: must not exceed altcraft.max_body_bytes, 100000 (got 200000)",
-        "routes.1.name: 'a' is the name of routes.0",
-        "routes.1.topics: 't1' is read by routes.0 already; a topic follows one route",
+        "routes[1].name: 'a' is the name of routes[0]",
+        "routes[1].topics: 't1' is read by routes[0] already; a topic follows one route",
     ])  # fmt: skip
 
 
@@ -118,7 +119,7 @@ kafka:
   common: {{"sasl.username": u, "ssl.key.password": hush-789}}
 altcraft:
   token_file: {token_file}
-routes: [{{name: r, topics: [t], workflow_id: 1}}]
+routes: [{{name: r, topics: [t], workflow_id: 1, db_id: 7}}]
 """,
     )
     s = load_settings(path, environ={})
@@ -130,7 +131,8 @@ routes: [{{name: r, topics: [t], workflow_id: 1}}]
 
 
 def test_missing_secret_file_is_named(tmp_path: Path) -> None:
-    path = write(tmp_path, "altcraft: {token_file: /nonexistent/tok}\nroutes: [{name: r, topics: [t], workflow_id: 1}]")
+    text = "altcraft: {token_file: /nonexistent/tok}\nroutes: [{name: r, topics: [t], workflow_id: 1, db_id: 7}]"
+    path = write(tmp_path, text)
     with pytest.raises(SettingsError) as err:
         load_settings(path, environ={})
     assert err.value.problems == [
@@ -185,8 +187,8 @@ altcraft: {token: x, max_body_bytes: 100000, request_timeout_s: -1}
 batching: {max_bytes: 200000, linger_s: soon}
 routes:
   - {name: a, topics: [t1], mode: import, resource_id: 0}
-  - {name: b, topics: [t1, dlq], matching: custom, workflow_id: x}
-  - {name: c, topics: [t2], format: avro, workflow_id: 3}
+  - {name: b, topics: [t1, dlq], matching: custom, workflow_id: x, db_id: 7}
+  - {name: c, topics: [t2], format: avro, workflow_id: 3, db_id: 7}
 dead_letter: {topic: dlq, breaker_window: 1}
 """,
     )
@@ -195,15 +197,15 @@ dead_letter: {topic: dlq, breaker_window: 1}
     assert sorted(err.value.problems) == sorted([
         "altcraft.request_timeout_s: Input should be greater than 0 (got -1)",
         "batching.linger_s: Input should be a valid number, unable to parse string as a number (got 'soon')",
-        "routes.0.db_id: mode import needs db_id",
-        "routes.0.resource_id: Input should be greater than or equal to 1 (got 0)",
-        "routes.1.workflow_id: Input should be a valid integer, unable to parse string as an integer (got 'x')",
-        "routes.1.field_name: matching custom needs field_name",
+        "routes[0].db_id: mode import needs db_id",
+        "routes[0].resource_id: Input should be greater than or equal to 1 (got 0)",
+        "routes[1].workflow_id: Input should be a valid integer, unable to parse string as an integer (got 'x')",
+        "routes[1].field_name: matching custom needs field_name",
         "dead_letter.breaker_window: Input should be greater than or equal to 10 (got 1)",
         "batching.max_bytes: must not exceed altcraft.max_body_bytes, 100000 (got 200000)",
-        "routes.1.topics: 't1' is read by routes.0 already; a topic follows one route",
-        "routes.1.topics: 'dlq' is the dead-letter topic (dead_letter.topic)",
-        "schema_registry.url: required by routes with an Avro format (routes.2)",
+        "routes[1].topics: 't1' is read by routes[0] already; a topic follows one route",
+        "routes[1].topics: 'dlq' is the dead-letter topic (dead_letter.topic)",
+        "schema_registry.url: required by routes with an Avro format (routes[2])",
     ])  # fmt: skip
 
 
@@ -213,7 +215,7 @@ def test_secret_file_problems_come_with_the_rest(tmp_path: Path) -> None:
         f"""
 altcraft: {{token_file: {tmp_path / "missing-token"}}}
 kafka: {{sasl_password_file: {tmp_path / "missing-password"}, consume_batch_size: 0}}
-routes: [{{name: r, topics: [t]}}]
+routes: [{{name: r, topics: [t], db_id: 7}}]
 """,
     )
     with pytest.raises(SettingsError) as err:
@@ -222,14 +224,14 @@ routes: [{{name: r, topics: [t]}}]
     assert "altcraft.token_file: cannot read the file: No such file or directory" in text
     assert "kafka.sasl_password_file: cannot read the file: No such file or directory" in text
     assert "kafka.consume_batch_size: Input should be greater than or equal to 1 (got 0)" in text
-    assert "routes.0.workflow_id: mode engage needs workflow_id" in text
+    assert "routes[0].workflow_id: mode engage needs workflow_id" in text
     assert len(err.value.problems) == 4
 
 
 def test_settings_built_directly_still_check_across_sections() -> None:
-    with pytest.raises(ValidationError, match=r"is the name of routes\.0"):
+    with pytest.raises(ValidationError, match=r"is the name of routes\[0\]"):
         Settings.model_validate(
-            {"altcraft": {"token": "t"}, "routes": [{"name": "a", "topics": ["x"], "workflow_id": 1}] * 2}
+            {"altcraft": {"token": "t"}, "routes": [{"name": "a", "topics": ["x"], "workflow_id": 1, "db_id": 7}] * 2}
         )
 
 
@@ -248,6 +250,7 @@ kafka:
 routes:
   - name: r
     topics: [t]
+    db_id: 7
     workflow_id: 1
     workflow_id: 2
 """,
@@ -256,7 +259,7 @@ routes:
         load_settings(path, environ={})
     assert err.value.problems == [
         f"kafka.group_id: duplicate key (at {path} line 5, column 3; first at line 4, column 3)",
-        f"routes.0.workflow_id: duplicate key (at {path} line 10, column 5; first at line 9, column 5)",
+        f"routes[0].workflow_id: duplicate key (at {path} line 11, column 5; first at line 10, column 5)",
     ]
 
 
@@ -278,13 +281,13 @@ routes:
         ),
         (
             "routes:\n  - topics: !!python/object:os.system s3cr3t-value\n",
-            "routes.0.topics: not valid YAML: could not determine a constructor for the tag "
+            "routes[0].topics: not valid YAML: could not determine a constructor for the tag "
             "'tag:yaml.org,2002:python/object:os.system' (at {path} line 2, column 13)",
         ),
         (
             "kafka:\n  common: [s3cr3t-value,\n",
-            "kafka.common.1: not valid YAML: expected the node content, but found '<stream end>', while parsing a flow "
-            "node on line 3 (at {path} line 3, column 1)",
+            "kafka.common[1]: not valid YAML: expected the node content, but found '<stream end>', while parsing a "
+            "flow node on line 3 (at {path} line 3, column 1)",
         ),
         (
             "kafka:\n\tgroup_id: s3cr3t-value\n",
@@ -323,7 +326,8 @@ def test_booleans_are_not_numbers(tmp_path: Path, section: str, key: str) -> Non
     env = {ENV_PREFIX + "__".join([*section.upper().split("."), key.upper()]): "true"}
     with pytest.raises(SettingsError) as err:
         load_settings(path, environ=env)
-    assert err.value.problems == [f"{section}.{key}: expected a number, not a boolean (got True)"]
+    shown = section.replace(".0", "[0]")  # the environment names a list item by its index; problems show it in brackets
+    assert err.value.problems == [f"{shown}.{key}: expected a number, not a boolean (got True)"]
 
 
 def test_numbers_given_for_text_settings_are_that_text_as_written(tmp_path: Path) -> None:
@@ -333,7 +337,7 @@ def test_numbers_given_for_text_settings_are_that_text_as_written(tmp_path: Path
 kafka: {group_id: 012345}
 altcraft: {token: 0123, request_id_epoch: 1.10}
 routes:
-  - {name: 2024, topics: [12345, 1e3], workflow_id: "12", fields: {CRM_ID: 0x1F}}
+  - {name: 2024, topics: [12345, 1e3], workflow_id: "12", db_id: 7, fields: {CRM_ID: 0x1F}}
 dead_letter: {topic: 007}
 """,
     )
@@ -388,7 +392,7 @@ def test_topics_must_be_exact_kafka_names(tmp_path: Path, topic: str, message: s
     with pytest.raises(SettingsError) as err:
         load_settings(path, environ={})
     assert err.value.problems == [
-        f"routes.0.topics.1: {message} (got {topic!r})",
+        f"routes[0].topics[1]: {message} (got {topic!r})",
         f"dead_letter.topic: {message} (got {topic!r})",
     ]
 
@@ -421,7 +425,7 @@ AVRO_ROUTE = """
 altcraft: {token: t}
 schema_registry: {url: "http://registry:8081"}
 routes:
-  - {name: r, topics: [t], format: debezium-avro, workflow_id: 1, reader_schema: READER}
+  - {name: r, topics: [t], format: debezium-avro, workflow_id: 1, db_id: 7, reader_schema: READER}
 """
 
 
@@ -446,7 +450,7 @@ def test_a_reader_schema_must_be_a_readable_avro_schema(tmp_path: Path) -> None:
     for reader, message in expected.items():
         with pytest.raises(SettingsError) as err:
             load_settings(write(tmp_path, AVRO_ROUTE.replace("READER", str(reader))), environ={})
-        assert err.value.problems == [f"routes.0.reader_schema: {message} (got {str(reader)!r})"]
+        assert err.value.problems == [f"routes[0].reader_schema: {message} (got {str(reader)!r})"]
 
 
 def test_a_reader_schema_on_a_json_route_is_refused_without_reading_it(tmp_path: Path) -> None:
@@ -454,7 +458,7 @@ def test_a_reader_schema_on_a_json_route_is_refused_without_reading_it(tmp_path:
     with pytest.raises(SettingsError) as err:
         load_settings(write(tmp_path, text), environ={})
     assert err.value.problems == [
-        "routes.0.reader_schema: reader_schema applies to Avro formats, not debezium-json "
+        "routes[0].reader_schema: reader_schema applies to Avro formats, not debezium-json "
         f"(got '{tmp_path}/missing.avsc')"
     ]
 
@@ -654,4 +658,4 @@ def test_a_route_condition_can_be_given_through_the_environment(tmp_path: Path) 
     assert s.routes[0].when == when
     with pytest.raises(SettingsError) as err:
         load_settings(path, environ={ENV_PREFIX + "ROUTES__0__WHEN": "after.tier =="})
-    assert [p.split(":")[0] for p in err.value.problems] == ["routes.0.when"]
+    assert [p.split(":")[0] for p in err.value.problems] == ["routes[0].when"]

@@ -25,13 +25,14 @@ from connector.decode.json_events import decode_debezium_json
 from connector.decode.logical import COLUMN_TYPES, column_type_converter, decimal_number
 from connector.demo_data import DEMO_FIELDS, generate
 from connector.emulator.validation import check_fields
-from connector.routing import Route, Unsent
+from connector.models import ImportItem, Unsent
+from connector.routing import Route
 
 EMAIL = "a@example.com"
 
 
 def route(**kw: object) -> Route:
-    base: dict[str, object] = {"name": "r", "topics": ["t"], "workflow_id": 7, "fields": {"email": "email"}}
+    base: dict[str, object] = {"name": "r", "topics": ["t"], "workflow_id": 7, "db_id": 7, "fields": {"email": "email"}}
     base.update(kw)
     return Route(RouteSettings.model_validate(base), max_body_bytes=1_000_000)
 
@@ -248,13 +249,14 @@ def test_plain_json_routes_take_column_types_too() -> None:
 )
 def test_settings_refuse_unknown_column_types_and_null_policies(kw: dict[str, object], needle: str) -> None:
     with pytest.raises(ValidationError, match=needle.replace("(", r"\(").replace(")", r"\)")):
-        RouteSettings.model_validate({"name": "r", "topics": ["t"], "workflow_id": 7, **kw})
+        RouteSettings.model_validate({"name": "r", "topics": ["t"], "workflow_id": 7, "db_id": 7, **kw})
 
 
 def test_every_column_type_the_settings_accept_has_a_converter() -> None:
     assert set(COLUMN_TYPE_NAMES) == set(COLUMN_TYPES)
     for name in (*COLUMN_TYPE_NAMES, "decimal(0)", "decimal(-2)", "io.debezium.time.Date", "io.debezium.data.Json"):
-        RouteSettings.model_validate({"name": "r", "topics": ["t"], "workflow_id": 7, "column_types": {"c": name}})
+        base = {"name": "r", "topics": ["t"], "workflow_id": 7, "db_id": 7}
+        RouteSettings.model_validate({**base, "column_types": {"c": name}})
         column_type_converter(name)  # raises for a name it does not know
 
 
@@ -334,7 +336,7 @@ def test_avro_reads_variable_scale_decimals_jsonb_and_bytea_placeholders_like_js
 
 def test_the_demo_stream_with_schemas_has_the_outcomes_it_was_built_to_have() -> None:
     r = route(fields=DEMO_FIELDS)
-    stream = generate(3_000, 4, seed=5, schemas=True)
+    stream = generate(3_000, 4, seed=5, schemas=True, snapshot_imports=True)
     outcomes: Counter[str] = Counter()
     cleared = 0
     for e in stream.events:
@@ -342,9 +344,11 @@ def test_the_demo_stream_with_schemas_has_the_outcomes_it_was_built_to_have() ->
         if isinstance(out, Unsent):
             outcome = "skip" if out.skip else f"dead:{out.dead.stage if out.dead else '?'}"
         else:
-            fields = orjson.loads(out)["data"]
-            outcome = "engage" if check_fields(fields) is None else "dead:api"
-            assert UNAVAILABLE.encode() not in out and UNAVAILABLE_B64.encode() not in out
+            item = out.item if isinstance(out, ImportItem) else out
+            fields = orjson.loads(out.item) if isinstance(out, ImportItem) else orjson.loads(out)["data"]
+            kind = "import" if isinstance(out, ImportItem) else "engage"
+            outcome = kind if check_fields(fields) is None else "dead:api"
+            assert UNAVAILABLE.encode() not in item and UNAVAILABLE_B64.encode() not in item
             cleared += fields.get("balance", 0) is None
         assert outcome == e.expect, (e.kind, out)
         outcomes[outcome] += 1

@@ -38,7 +38,16 @@ def settings(**sections: Any) -> Settings:
         "kafka": {"group_id": "g", "consume_timeout_s": 0.01},
         "altcraft": {"token": "secret-token", "max_in_flight": 4},
         "batching": {"max_items": 3, "linger_s": 0.5},
-        "routes": [{"name": "r", "topics": [TOPIC], "format": "json", "workflow_id": 7, "fields": {"email": "email"}}],
+        "routes": [
+            {
+                "name": "r",
+                "topics": [TOPIC],
+                "format": "json",
+                "workflow_id": 7,
+                "db_id": 7,
+                "fields": {"email": "email"},
+            }
+        ],
         "dead_letter": {"breaker_window": 10, "breaker_max_share": 0.5, "breaker_max_consecutive": 0},
     }
     for key, value in sections.items():

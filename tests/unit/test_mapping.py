@@ -6,12 +6,12 @@ import pytest
 from connector.config import RouteSettings
 from connector.errors import DecodeError, MappingError, TransientError
 from connector.mapping import MAX_DEPTH, Mapper
-from connector.models import ChangeEvent
-from connector.routing import Route, Unsent
+from connector.models import ChangeEvent, Unsent
+from connector.routing import Route
 
 
 def route(**kw: object) -> RouteSettings:
-    base: dict[str, object] = {"name": "r", "topics": ["t"], "workflow_id": 7}
+    base: dict[str, object] = {"name": "r", "topics": ["t"], "workflow_id": 7, "db_id": 7}
     base.update(kw)
     return RouteSettings.model_validate(base)
 

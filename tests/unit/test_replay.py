@@ -17,7 +17,7 @@ from connector.replay import (
 )
 
 TP = ("orders", 3)
-ROUTE = RouteSettings.model_validate({"name": "r", "topics": ["orders"], "workflow_id": 9})
+ROUTE = RouteSettings.model_validate({"name": "r", "topics": ["orders"], "workflow_id": 9, "db_id": 7})
 
 
 def key(first: int, last: int, epoch: str = "") -> str:
@@ -67,7 +67,7 @@ def test_crash_and_replay_story() -> None:
 def test_keys_depend_on_the_range_route_and_epoch_only() -> None:
     assert key(0, 9) == key(0, 9)
     assert len({key(0, 9), key(0, 8), key(1, 9), key(0, 9, epoch="2026-12")}) == 4
-    other = RouteSettings.model_validate({"name": "r", "topics": ["orders"], "workflow_id": 10})
+    other = RouteSettings.model_validate({"name": "r", "topics": ["orders"], "workflow_id": 10, "db_id": 7})
     assert request_id("g", other, TP[0], TP[1], 0, 9) != key(0, 9)
 
 

@@ -57,7 +57,8 @@ def make(
     client = AltcraftClient(
         settings, "tok", metrics, halt, transport=httpx.MockTransport(rec), rand=lambda: 1.0, halt_probe_s=0.001
     )
-    route = RouteSettings.model_validate({"name": "r", "topics": ["t"], "workflow_id": 3, "mode": mode.value})
+    raw = {"name": "r", "topics": ["t"], "workflow_id": 3, "db_id": 7, "mode": mode.value}
+    route = RouteSettings.model_validate(raw)
     shape = body_shape(route)
     items = [shape.item(_mapped(i)) for i in range(n)]
     return client, rec, SendJob("r", mode, shape, items, "akc-parent"), halt, metrics
@@ -420,7 +421,7 @@ def test_one_batch_accepted_does_not_end_the_halt_another_batch_meets() -> None:
         return ok_for_all(request)
 
     client, _, job, halt, _metrics = make(script)
-    other_route = RouteSettings.model_validate({"name": "s", "topics": ["u"], "workflow_id": 4})
+    other_route = RouteSettings.model_validate({"name": "s", "topics": ["u"], "workflow_id": 4, "db_id": 7})
     other = SendJob("s", Mode.ENGAGE, body_shape(other_route), job.items, "akc-other")
     cancel = threading.Event()
 

@@ -8,7 +8,7 @@ from connector.config import RouteSettings
 from connector.replay import request_id, resend_request_id, rest_request_id, sub_request_id
 from connector.sink.halt import BREAKER_REASON, HaltState
 
-ROUTE = RouteSettings.model_validate({"name": "customers", "topics": ["t"], "workflow_id": 12})
+ROUTE = RouteSettings.model_validate({"name": "customers", "topics": ["t"], "workflow_id": 12, "db_id": 7})
 
 
 def test_a_reason_lasts_until_every_batch_holding_it_is_released() -> None:

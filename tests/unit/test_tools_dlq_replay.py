@@ -42,7 +42,7 @@ def settings(**routes: Any) -> Settings:
             "altcraft": {"base_url": "http://altcraft.test", "token": "secret-token",
                          "retry": {"initial_backoff_s": 0.001, "max_backoff_s": 0.01}},
             "batching": {"max_items": 4},
-            "routes": [{"name": "customers", "topics": [TOPIC], "format": "json", "workflow_id": 7,
+            "routes": [{"name": "customers", "topics": [TOPIC], "format": "json", "workflow_id": 7, "db_id": 7,
                         "fields": {"email": "email"}, **routes}],
             "dead_letter": {"topic": DLQ},
         }
@@ -60,7 +60,7 @@ def dead(
 
 
 def route(**kw: Any) -> RouteSettings:
-    return RouteSettings.model_validate({"name": "r", "topics": ["t"], "workflow_id": 7, **kw})
+    return RouteSettings.model_validate({"name": "r", "topics": ["t"], "workflow_id": 7, "db_id": 7, **kw})
 
 
 def cand(offset: int, partition: int = 0, route_name: str = "r", size: int = 10) -> Candidate:
