@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from connector.app import Connector
+from connector.compose import build as build_connector
 from connector.config import SchemaRegistrySettings, Settings
 from connector.decode.avro import encode
 from connector.decode.registry import RegistryClient
@@ -75,6 +75,8 @@ def settings(kafka: Any, fmt: str, topic: str, dlq: str, api_url: str, registry_
                     "topics": [topic],
                     "format": fmt,
                     "workflow_id": WORKFLOW,
+                    "db_id": 7,
+                    "ops": {"r": "engage"},
                     "matching": "email",
                     "fields": FIELDS,
                 }
@@ -87,10 +89,11 @@ def settings(kafka: Any, fmt: str, topic: str, dlq: str, api_url: str, registry_
 
 
 class Running:
-    """A :class:`Connector` turning in a thread; leaving the block stops it and re-raises its failure."""
+    """A connector (:func:`connector.compose.build`) turning in a thread; leaving the block stops it and
+    re-raises its failure."""
 
     def __init__(self, settings: Settings) -> None:
-        self.connector = Connector(settings, registry=CollectorRegistry(), serve_health=False)
+        self.connector = build_connector(settings, registry=CollectorRegistry(), serve_health=False)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="connector", daemon=True)
 

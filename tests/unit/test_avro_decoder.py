@@ -51,7 +51,7 @@ def client(registry: RegistryServer) -> Iterator[RegistryClient]:
 
 
 def route(fmt: Format = Format.DEBEZIUM_AVRO) -> RouteSettings:
-    return RouteSettings.model_validate({"name": "r", "topics": ["t"], "format": fmt, "workflow_id": 1})
+    return RouteSettings.model_validate({"name": "r", "topics": ["t"], "format": fmt, "workflow_id": 1, "db_id": 7})
 
 
 def debezium(client: RegistryClient) -> AvroDecoder:
