@@ -11,7 +11,10 @@ from connector.errors import MappingError
 
 Path = tuple[str, ...]
 
-# Profile fields that carry the matching value, per matching mode (any one of them suffices).
+# Profile fields that carry the matching value, per matching mode (any one of them suffices). The *_sub
+# modes read the same fields as their plain forms and search the profiles' subscriptions with them.
+# ``custom`` reads the route's field_name; custom_sub and push_sub are refused by the settings (the API
+# pages do not say what an item must carry for them), so they have no entry.
 _MATCH_FIELDS: dict[str, tuple[str, ...]] = {
     "email": ("email",),
     "email_profile": ("email",),
@@ -108,11 +111,13 @@ class Mapper:
         self._constants = dict(route.constants)
         self._content = [(k, _compile(src)) for k, src in route.content.items()]
         self._custom = [(k, _compile(src)) for k, src in route.custom_data.items()]
-        if route.matching in ("custom", "custom_sub"):
+        if route.matching == "custom":
             assert route.field_name is not None
             self._match: tuple[str, ...] = (route.field_name,)
-        else:
+        elif route.matching in _MATCH_FIELDS:
             self._match = _MATCH_FIELDS[route.matching]
+        else:  # settings built without validation
+            raise ValueError(f"matching {route.matching} is not supported")
         self._matching = route.matching
         self._clear = route.nulls == "clear"
         self._never_null = tuple(dict.fromkeys(("email", *self._match)))
@@ -124,7 +129,10 @@ class Mapper:
 
     @property
     def fields_only(self) -> bool:
-        """Whether items carry profile fields only (no per-item content or custom_data)."""
+        """Whether items carry profile fields only (no per-item content or custom_data).
+
+        The route's ``request_content`` is constant and goes into the request, not the items
+        (:func:`connector.sink.request.body_shape`)."""
         return not self._content and not self._custom
 
     def map(self, row: dict[str, Any]) -> MappedItem:

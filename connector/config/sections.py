@@ -12,6 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from connector.config.fields import TopicName, _avro_schema_file, _ca_bundle, _header_secret, _normalize
@@ -200,8 +201,24 @@ class Otherwise(StrEnum):
 
 Matching = Literal[
     "email", "email_profile", "email_sub", "phone", "phone_sub", "profile_id",
-    "custom", "custom_sub", "email_phone", "email_phone_sub",
+    "custom", "custom_sub", "email_phone", "email_phone_sub", "push_sub",
 ]  # fmt: skip
+
+# Matching modes Altcraft's API pages name (profiles/import_batch lists every mode) without saying what a
+# batch item must carry for them: refused, with the reason, rather than sent and dead-lettered item by
+# item (README, "Routes").
+_UNDESCRIBED_MATCHING = {
+    "custom_sub": (
+        "the Altcraft API pages name this mode but document field_name and field_value for matching custom "
+        "only, not what an item must carry to be matched by custom_sub; match by a profile field with "
+        "matching: custom and field_name"
+    ),
+    "push_sub": (
+        "the Altcraft API pages name this mode and describe push subscriptions (provider, subscription_id), "
+        "but not where a batch item carries the values push_sub matches by; match by another mode "
+        "(email, phone, custom)"
+    ),
+}
 
 
 class OpsSettings(_Frozen):
@@ -242,9 +259,9 @@ class RouteSettings(_Frozen):
     workflow_id: int | None = Field(default=None, ge=1)
     # Database for mode import.
     db_id: int | None = Field(default=None, ge=1)
-    # Profile matching mode.
+    # Profile matching mode (custom_sub and push_sub are refused: the API pages do not say what they read).
     matching: Matching = "email"
-    # Custom field used for matching custom / custom_sub.
+    # Custom field used for matching custom.
     field_name: str | None = None
     # Optional resource narrowing email/phone matching.
     resource_id: int | None = Field(default=None, ge=1)
@@ -254,8 +271,11 @@ class RouteSettings(_Frozen):
     constants: dict[str, Any] = Field(default_factory=dict)
     # What happens to row columns not named in fields: pass them through unchanged, or drop them.
     unmapped: Literal["pass", "drop"] = "drop"
-    # Template variable -> dotted path; sent per item as content (mode engage only).
+    # Template variable -> dotted path; sent per item, in each item's wrapper, as content (engage modes).
     content: dict[str, str] = Field(default_factory=dict)
+    # Template variable -> constant value; sent once per request as the request-level content (engage
+    # modes), as the API pages show it: {apicontent.NAME} in the scenario's messages.
+    request_content: dict[str, Any] = Field(default_factory=dict)
     # Key -> dotted path; sent per item as custom_data (returned in Altcraft's hooks).
     custom_data: dict[str, str] = Field(default_factory=dict)
     # Request-level switches passed to Altcraft.
@@ -298,12 +318,36 @@ class RouteSettings(_Frozen):
             raise ValueError("mode import needs db_id")
         return v
 
+    @field_validator("matching")
+    @classmethod
+    def _matching_the_api_describes(cls, v: str) -> str:
+        reason = _UNDESCRIBED_MATCHING.get(v)
+        if reason is not None:
+            raise ValueError(f"matching {v} is not supported: {reason}")
+        return v
+
     @field_validator("field_name")
     @classmethod
     def _custom_matching_needs_field(cls, v: str | None, info: ValidationInfo) -> str | None:
         matching = info.data.get("matching")
-        if not v and matching in ("custom", "custom_sub"):
+        if not v and matching == "custom":
             raise ValueError(f"matching {matching} needs field_name")
+        return v
+
+    @field_validator("request_content")
+    @classmethod
+    def _request_content_is_sent(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if not v:
+            return v
+        if info.data.get("mode") is Mode.IMPORT:
+            raise ValueError("mode import sends profiles/import_batch, which takes no content: use an engage mode")
+        empty = [k for k in v if not k]
+        if empty:
+            raise ValueError("a template variable needs a name")
+        try:
+            orjson.dumps(v)
+        except TypeError as exc:  # orjson's JSONEncodeError
+            raise ValueError(f"cannot be written as JSON: {exc}") from None
         return v
 
     @field_validator("reader_schema")

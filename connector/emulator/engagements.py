@@ -3,13 +3,15 @@
 Recording is the hot path, so each request adds one record holding the list of profile ids it
 engaged (the list the answer is built from anyway); per-profile counts are folded from those
 records when someone looks. The matching value shown is the profile's current value of the field
-the request matched by.
+the request matched by; the content shown is the request-level ``content`` of the last request that
+engaged the profile (what its messages would read as ``{apicontent.NAME}``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 REQUEST_IDS_KEPT = 8
 
@@ -23,6 +25,8 @@ class EngagedBatch:
     matching: str
     field_name: str | None
     pids: list[str]
+    # The request-level content (None: the request had none).
+    content: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -34,6 +38,8 @@ class Engagement:
     field_name: str | None
     # The last REQUEST_IDS_KEPT request ids, oldest first (None: a request without Request-ID).
     request_ids: list[str | None]
+    # The request-level content of the last engaging request (None: it had none).
+    content: dict[str, Any] | None = None
 
 
 class Engagements:
@@ -45,11 +51,17 @@ class Engagements:
         self._seen_upto = 0
 
     def add(
-        self, workflow_id: int, request_id: str | None, matching: str, field_name: str | None, pids: list[str]
+        self,
+        workflow_id: int,
+        request_id: str | None,
+        matching: str,
+        field_name: str | None,
+        pids: list[str],
+        content: dict[str, Any] | None = None,
     ) -> None:
         """Record that one request engaged ``pids`` (the list is kept, not copied)."""
         if pids:
-            self.batches.append(EngagedBatch(workflow_id, request_id, matching, field_name, pids))
+            self.batches.append(EngagedBatch(workflow_id, request_id, matching, field_name, pids, content))
             self.total += len(pids)
 
     def distinct(self) -> int:
@@ -71,10 +83,10 @@ class Engagements:
             for pid in pids:
                 rec = agg.get((b.workflow_id, pid))
                 if rec is None:
-                    agg[(b.workflow_id, pid)] = Engagement(1, b.matching, b.field_name, [b.request_id])
+                    agg[(b.workflow_id, pid)] = Engagement(1, b.matching, b.field_name, [b.request_id], b.content)
                 else:
                     rec.count += 1
-                    rec.matching, rec.field_name = b.matching, b.field_name
+                    rec.matching, rec.field_name, rec.content = b.matching, b.field_name, b.content
                     rec.request_ids.append(b.request_id)
                     if len(rec.request_ids) > REQUEST_IDS_KEPT:
                         del rec.request_ids[0]

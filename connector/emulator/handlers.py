@@ -37,7 +37,7 @@ from connector.emulator.prepare import (
     Prepared,
     prepare,
 )
-from connector.emulator.profiles import MATCHING_MODES
+from connector.emulator.profiles import MATCHING_MODES, UNDESCRIBED_MATCHING
 from connector.emulator.replies import (
     JSON,
     TEXTS,
@@ -213,7 +213,10 @@ def _object_id(body: dict[str, Any], key: str, known: Collection[int]) -> int:
 def _matching(body: dict[str, Any], faults: FaultConfig) -> tuple[str, str | None]:
     matching = body.get("matching") or "email"
     if not isinstance(matching, str) or matching not in MATCHING_MODES:
-        raise _Fail(400, f"matching {matching!r} is not supported (emulated: {', '.join(sorted(MATCHING_MODES))})")
+        undescribed = isinstance(matching, str) and matching in UNDESCRIBED_MATCHING
+        why = " (the API pages do not say what an item carries for it)" if undescribed else ""
+        emulated = ", ".join(sorted(MATCHING_MODES))
+        raise _Fail(400, f"matching {matching!r} is not emulated{why}; emulated: {emulated}")
     if matching in faults.refuse_matching:  # the refuse_matching fault: a configuration the account refuses
         raise _Fail(400, f"matching {matching!r} is not available for this account")
     field_name = body.get("field_name")
@@ -222,17 +225,29 @@ def _matching(body: dict[str, Any], faults: FaultConfig) -> tuple[str, str | Non
     return matching, field_name if isinstance(field_name, str) else None
 
 
+def _content(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The request-level ``content`` of a workflow request: an object (the API pages' type), or absent."""
+    content = body.get("content")
+    if content is None or content == "":  # an empty XML <content/>
+        return None
+    if type(content) is not dict:
+        raise _Fail(400, "content must be an object of template variables")
+    return content
+
+
 def _batch_call(config: EmulatorConfig, faults: FaultConfig, prepared: Prepared, rid: str | None) -> BatchCall:
     params = prepared.params
-    if prepared.endpoint == IMPORT_BATCH:
+    content = None
+    if prepared.endpoint == IMPORT_BATCH:  # its page lists no content: ignored, as any unknown parameter
         _object_id(params, "db_id", config.dbs)
         workflow_id = None
     else:
         workflow_id = _object_id(params, "workflow_id", config.workflows)
+        content = _content(params)
     matching, field_name = _matching(params, faults)
     if prepared.items is None:
         raise _Fail(400, "data must be an array of profiles")
-    return BatchCall(prepared.items, matching, field_name, workflow_id, rid)
+    return BatchCall(prepared.items, matching, field_name, workflow_id, rid, content)
 
 
 def _measure_latency(state: EmulatorState, field: str, body: bytes) -> None:
@@ -333,6 +348,7 @@ def _single(
 ) -> _Outcome:
     body = prepared.params
     workflow_id = _object_id(body, "workflow_id", config.workflows)
+    content = _content(body)
     matching, field_name = _matching(body, faults)
     data = body.get("data")
     if data is None:
@@ -371,7 +387,7 @@ def _single(
     c["items_accepted"] += 1
     if state.order is not None:
         state.order.add(pid, fields, matching, field_name)
-    state.engagements.add(workflow_id, rid, matching, field_name, [pid])
+    state.engagements.add(workflow_id, rid, matching, field_name, [pid], content)
     return _Outcome({"error": 0, "error_text": OK_TEXT, "profile_id": pid}, 0, store=True)
 
 

@@ -10,7 +10,7 @@ when every item succeeded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import orjson
 
@@ -40,6 +40,8 @@ class BatchCall:
     # The workflow to engage valid items in; None for import only.
     workflow_id: int | None
     request_id: str | None
+    # The request-level content of a workflow batch (None: none given).
+    content: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -142,7 +144,7 @@ def import_items(store: ProfileStore, engagements: Engagements, call: BatchCall)
     accepted = created + updated
     if call.workflow_id is not None and accepted:
         ok = results if accepted == len(results) else [r for r in results if type(r) is str]
-        engagements.add(call.workflow_id, call.request_id, matching, field_name, cast(list[str], ok))
+        engagements.add(call.workflow_id, call.request_id, matching, field_name, cast(list[str], ok), call.content)
     return ImportOutcome(results, accepted, len(results) - accepted, created, updated)
 
 

@@ -90,6 +90,7 @@ def engagement_json(state: EmulatorState, workflow_id: int, pid: str, rec: Engag
         "matching_value": value,
         "count": rec.count,
         "request_ids": list(rec.request_ids),
+        "content": rec.content,
     }
 
 

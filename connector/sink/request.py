@@ -2,6 +2,10 @@
 
 A body is built once per batch from items serialized once per record: ``prefix + b",".join(items) +
 suffix``, so its size is known exactly while the batch grows and nothing is serialized twice.
+
+What is constant for a route (the endpoint's parameters, and ``request_content`` for the engage
+endpoints, where the API pages put ``content``) is in the prefix; what comes from the row (profile
+fields, per-item ``content`` and ``custom_data``) is in the items.
 """
 
 from __future__ import annotations
@@ -67,11 +71,13 @@ class BodyShape:
 
 
 def body_shape(route: RouteSettings) -> BodyShape:
+    """The bytes around the items of ``route``'s requests to the endpoint of ``route.mode``."""
+    engage = route.mode is not Mode.IMPORT
     params: dict[str, Any] = {}
-    if route.mode is Mode.IMPORT:
-        params["db_id"] = route.db_id
-    else:
+    if engage:
         params["workflow_id"] = route.workflow_id
+    else:
+        params["db_id"] = route.db_id
     params["matching"] = route.matching
     if route.field_name:
         params["field_name"] = route.field_name
@@ -80,5 +86,7 @@ def body_shape(route: RouteSettings) -> BodyShape:
     for flag in ("skip_triggers", "skip_invalid_subscriptions", "detect_geo"):
         if getattr(route, flag):
             params[flag] = True
+    if engage and route.request_content:  # profiles/import_batch takes no content
+        params["content"] = route.request_content
     head = orjson.dumps(params)
-    return BodyShape(head[:-1] + b',"data":[', b"]}", route.mode is not Mode.IMPORT)
+    return BodyShape(head[:-1] + b',"data":[', b"]}", engage)

@@ -268,3 +268,31 @@ def test_import_and_start_errors_are_request_level(client: httpx.Client) -> None
     client.post(BATCH, json=SEED_BATCH_CUSTOM_JSON)  # two profiles with example@example.com
     r = client.post(SINGLE, json={"token": TOKEN, "workflow_id": 12, "email": "example@example.com"})
     assert (r.status_code, r.json()["error"]) == (400, 435)
+
+
+def test_a_routes_request_content_reaches_the_engagements_over_http(emu: Emulator, client: httpx.Client) -> None:
+    from connector.config import RouteSettings
+    from connector.mapping import Mapper
+    from connector.sink.request import body_shape
+
+    route = RouteSettings.model_validate(
+        {
+            "name": "contacts",
+            "topics": ["cdc.contacts"],
+            "workflow_id": 12,
+            "db_id": 1,
+            "matching": "email_phone_sub",
+            "fields": {"email": "email", "phones": "phone", "subscriptions": "subs"},
+            "request_content": {"one": "Spring sale", "two": 15},
+        }
+    )
+    shape, mapper = body_shape(route), Mapper(route)
+    sms = {"resource_id": 7, "channel": "sms", "phone": "+79000000001"}
+    rows = [{"email": "a@example.com", "phone": "+79000000001", "subs": [sms]}, {"phone": "+79000000001"}]
+    body = shape.body([shape.item(mapper.map(row)) for row in rows])
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    ids = _ok_results(client.post(BATCH, content=body, headers=headers), 2)
+    assert ids[0] == ids[1]  # the second item is found by the SMS subscription the first one created
+    [engagement] = emu.engagements()
+    assert (engagement["matching"], engagement["count"]) == ("email_phone_sub", 2)
+    assert engagement["content"] == {"one": "Spring sale", "two": 15}

@@ -202,3 +202,53 @@ routes: [{{name: customers, topics: [cdc.customers], workflow_id: 12, db_id: 7, 
     assert code == EXIT_OK, err
     shown = json.loads(out)["routes"][0]
     assert (shown["when"], shown["otherwise"]) == (when, "skip")
+
+
+def test_matching_modes_the_api_pages_do_not_describe_are_refused_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text(
+        """\
+altcraft: {token: inline-token-1}
+routes:
+  - {name: devices, topics: [cdc.devices], workflow_id: 12, db_id: 7, matching: push_sub}
+  - {name: members, topics: [cdc.members], workflow_id: 12, db_id: 7, matching: custom_sub, field_name: CRM_ID}
+  - {name: contacts, topics: [cdc.contacts], workflow_id: 12, db_id: 7, matching: email_phone_sub}
+  - {name: imports, topics: [cdc.imports], mode: import, db_id: 7, request_content: {campaign: spring}}
+"""
+    )
+    code, out, err = check_config(capsys, config)
+    assert code == EXIT_BAD_SETTINGS
+    assert out == ""
+    assert problems_of(err) == [
+        "routes[0].matching: matching push_sub is not supported: the Altcraft API pages name this mode and describe "
+        "push subscriptions (provider, subscription_id), but not where a batch item carries the values push_sub "
+        "matches by; match by another mode (email, phone, custom) (got 'push_sub')",
+        "routes[1].matching: matching custom_sub is not supported: the Altcraft API pages name this mode but document "
+        "field_name and field_value for matching custom only, not what an item must carry to be matched by "
+        "custom_sub; match by a profile field with matching: custom and field_name (got 'custom_sub')",
+        "routes[3].request_content: mode import sends profiles/import_batch, which takes no content: use an engage "
+        "mode",
+    ]
+
+
+def test_request_content_is_shown_with_the_settings_and_can_come_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text(
+        """\
+altcraft: {token: inline-token-1}
+routes:
+  - name: customers
+    topics: [cdc.customers]
+    workflow_id: 12
+    db_id: 7
+    request_content: {campaign: spring, discount: 10}
+"""
+    )
+    monkeypatch.setenv(f"{ENV_PREFIX}ROUTES__0__REQUEST_CONTENT__SEASON", "2025")
+    code, out, err = check_config(capsys, config, "--format", "json")
+    assert code == EXIT_OK, err
+    assert json.loads(out)["routes"][0]["request_content"] == {"campaign": "spring", "discount": 10, "season": 2025}

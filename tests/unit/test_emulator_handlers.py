@@ -287,3 +287,77 @@ def test_strict_mode_refuses_a_batch_for_one_bad_item_and_accepts_it_without() -
     assert _post(state, BATCH, _batch(*items[:7]), faults=strict)[0].status == 200
     assert _post(state, BATCH, _batch(items[7]), faults=strict)[1]["error"] == 400
     assert len(state.profiles) == 7
+
+
+def _engagements(state: EmulatorState) -> list[dict[str, Any]]:
+    from connector.emulator.views import engagements_view
+
+    return list(engagements_view(state, {})["engagements"])
+
+
+@pytest.mark.parametrize("path", [BATCH, TASK])
+def test_request_level_content_is_kept_with_the_engagements_it_came_with(path: str) -> None:
+    state = _state()
+    content = {"one": "My email = a@example.com", "two": "Timestamp: 1595512477"}
+    reply, _ = _post(state, path, _batch("a@example.com", "b@example.com", content=content), now=0.0)
+    assert reply.status == 200
+    _post(state, STATUS, {"token": "tok", "task_id": "x"}, now=10.0)  # runs a task that is due
+    _post(state, path, _batch("a@example.com", content={"one": "later"}), now=20.0)
+    _post(state, STATUS, {"token": "tok", "task_id": "x"}, now=30.0)
+    shown = {e["matching_value"]: (e["count"], e["content"]) for e in _engagements(state)}
+    assert shown == {"a@example.com": (2, {"one": "later"}), "b@example.com": (1, content)}
+
+
+def test_content_of_the_single_import_and_start_is_kept_too() -> None:
+    state = _state()
+    body = {"token": "tok", "workflow_id": 12, "email": "a@example.com", "content": {"one": "1"}}
+    assert _post(state, SINGLE, body)[0].status == 200
+    assert [e["content"] for e in _engagements(state)] == [{"one": "1"}]
+    assert _post(state, BATCH, _batch("b@example.com"))[0].status == 200
+    assert [e["content"] for e in _engagements(state)] == [{"one": "1"}, None]
+
+
+@pytest.mark.parametrize("path", [BATCH, TASK, SINGLE])
+@pytest.mark.parametrize("content", ["text", ["a"], 5])
+def test_content_that_is_not_an_object_is_a_request_error(path: str, content: object) -> None:
+    state = _state()
+    body = _batch("a@example.com", content=content) if path != SINGLE else {
+        "token": "tok", "workflow_id": 12, "email": "a@example.com", "content": content,
+    }  # fmt: skip
+    reply, answer = _post(state, path, body)
+    assert (reply.status, answer["error"]) == (400, 400)
+    assert answer["error_debug"] == "content must be an object of template variables"
+    assert len(state.profiles) == 0 and state.engagements.total == 0
+
+
+def test_import_batch_takes_no_content_and_ignores_one() -> None:
+    state = _state()
+    body = {"token": "tok", "db_id": 1, "content": "ignored", "data": [{"email": "a@example.com"}]}
+    reply, answer = _post(state, IMPORT, body)
+    assert (reply.status, answer["error"], len(state.profiles)) == (200, 0, 1)
+
+
+@pytest.mark.parametrize("matching", ["custom_sub", "push_sub"])
+def test_matching_modes_the_api_pages_do_not_describe_are_not_emulated(matching: str) -> None:
+    state = _state()
+    reply, answer = _post(state, BATCH, _batch("a@example.com", matching=matching, field_name="CRM_ID"))
+    assert (reply.status, answer["error"]) == (400, 400)
+    assert answer["error_debug"].startswith(
+        f"matching '{matching}' is not emulated (the API pages do not say what an item carries for it)"
+    )
+    assert len(state.profiles) == 0
+
+
+def test_email_phone_sub_is_emulated() -> None:
+    state = _state()
+    sub = {"resource_id": 7, "channel": "email", "email": "a@example.com"}
+    items = [{"data": {"email": "a@example.com", "subscriptions": [sub]}}, {"data": {"email": "a@example.com"}}]
+    body = {"token": "tok", "workflow_id": 12, "matching": "email_phone_sub", "data": items}
+    reply, answer = _post(state, BATCH, body)
+    assert reply.status == 200
+    first, second = (r["profile_id"] for r in answer["result"])
+    assert first == second and len(state.profiles) == 1
+    [engagement] = _engagements(state)
+    assert (engagement["matching"], engagement["matching_value"], engagement["count"]) == (
+        "email_phone_sub", "a@example.com", 2,
+    )  # fmt: skip

@@ -124,6 +124,43 @@ def test_email_phone_matching_is_ambiguous_when_email_and_phone_point_to_two_peo
     assert out.results[3] not in (a, b)
 
 
+def test_email_phone_sub_matching_searches_email_and_sms_subscriptions_only() -> None:
+    store, eng = ProfileStore("01"), Engagements()
+    by_email = store.create({"subscriptions": [{"resource_id": 7, "channel": "email", "email": "s@example.com"}]})
+    by_phone = store.create({"subscriptions": [{"resource_id": 7, "channel": "sms", "phone": "+79000000001"}]})
+    in_fields = store.create({"email": "p@example.com", "phones": "+79000000005"})
+    out = import_items(
+        store,
+        eng,
+        _call(
+            [
+                {"email": "S@example.com", "_fname": "S"},  # an email subscription's address, any case
+                {"phones": ["+79000000001"]},  # an SMS subscription's number
+                {"email": "s@example.com", "phones": "+79000000001"},  # two people: ambiguous
+                {"email": "p@example.com"},  # profile fields are not searched: a new profile
+                {"_fname": "nobody"},
+            ],
+            "email_phone_sub",
+        ),
+    )
+    assert out.results[:3] == [by_email, by_phone, AMBIGUOUS]
+    assert out.results[3] not in (by_email, by_phone, in_fields)
+    assert out.results[4] == missing_value("email or phone")
+    assert store.get(by_email) == {
+        "subscriptions": [{"resource_id": 7, "channel": "email", "email": "s@example.com"}],
+        "email": "S@example.com",
+        "_fname": "S",
+    }
+
+
+def test_email_phone_sub_finds_the_profile_by_the_subscriptions_an_item_carries() -> None:
+    store, eng = ProfileStore("01"), Engagements()
+    sub = {"resource_id": 7, "channel": "sms", "phone": "+79000000001"}
+    first = import_items(store, eng, _call([{"_fname": "A", "subscriptions": [sub]}], "email_phone_sub"))
+    again = import_items(store, eng, _call([{"_lname": "B", "subscriptions": [sub]}], "email_phone_sub"))
+    assert first.created == 1 and again.results == first.results and again.updated == 1
+
+
 def test_phone_index_is_built_late_and_then_kept() -> None:
     store, eng = ProfileStore("01"), Engagements()
     early = store.create({"email": "a@example.com", "phones": "+79000000001"})

@@ -55,6 +55,25 @@ def test_custom_matching_accepts_numbers() -> None:
     assert item.fields == {"CRM_ID": 77}
 
 
+def test_email_phone_sub_reads_the_email_or_the_phones_and_orders_by_both() -> None:
+    r = Route(route(matching="email_phone_sub", fields={"email": "email", "phones": "phone"}), max_body_bytes=10_000)
+    assert r.mapper.match_fields == ("email", "phones", "phone")
+    both = r.prepare(orjson.dumps({"op": "c", "after": {"email": "Ann@Example.com", "phone": "+79000000001"}}))
+    assert isinstance(both, bytes) and r.key == ("e:ann@example.com", "p:+79000000001")
+    phone_only = r.prepare(orjson.dumps({"op": "c", "after": {"email": None, "phone": "+79000000001"}}))
+    assert isinstance(phone_only, bytes) and r.key == "p:+79000000001"
+    neither = r.prepare(orjson.dumps({"op": "c", "after": {"email": "", "phone": None}}))
+    assert isinstance(neither, Unsent) and neither.dead is not None
+    assert neither.dead.message == "missing matching field 'email' or 'phones' or 'phone' (matching email_phone_sub)"
+
+
+@pytest.mark.parametrize("matching", ["custom_sub", "push_sub"])
+def test_modes_the_api_pages_do_not_describe_make_no_mapper(matching: str) -> None:
+    unchecked = RouteSettings.model_construct(**{**route().__dict__, "matching": matching, "field_name": "X"})
+    with pytest.raises(ValueError, match=f"matching {matching} is not supported"):
+        Mapper(unchecked)
+
+
 def test_route_prepares_the_wire_item_and_classifies_the_rest() -> None:
     r = Route(route(fields={"email": "email", "bio": "bio"}), max_body_bytes=10_000)
     ok = r.prepare(orjson.dumps({"op": "c", "after": {"email": "a@b.co"}}))
