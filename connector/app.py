@@ -88,7 +88,6 @@ class Connector:
         self._breaker = Breaker(dl.breaker_window, dl.breaker_max_share, dl.breaker_max_consecutive)
         self._last_gauges = 0.0
         self._commits = Commits(parts.source, self.partitions, parts.metrics, clock)
-        self._recording = 0  # batches in commits not answered yet
         self._unexpected_log, self._halt_log = UnexpectedLog(), HaltLog()
 
     # ------------------------------------------------------------------ lifecycle
@@ -271,7 +270,8 @@ class Connector:
     def _dispatch(self, now: float, sync: bool = False) -> None:
         if self.halt or now < self._commits.backoff_until:
             return  # halted: the in-flight senders probe; nothing new goes out
-        capacity = self.settings.altcraft.max_in_flight - self._p.senders.inflight - self._recording
+        recording = sum(part.recording for part in self.partitions.values())
+        capacity = self.settings.altcraft.max_in_flight - self._p.senders.inflight - recording
         planned: list[tuple[Partition, Batch]] = []
         for part in self.partitions.values():
             if capacity <= 0:
@@ -285,7 +285,6 @@ class Connector:
         # inside a later consume; at once when ``sync``, in a revoke) hands them to the senders.
         for part, batch in planned:
             part.record(batch)
-        self._recording += len(planned)
         recorded = {part.tp: part.metadata() for part in {part for part, _ in planned}}
         if sync:
             self._recorded(planned, self._commits.commit(recorded, None))
@@ -293,7 +292,6 @@ class Connector:
             self._commits.commit(recorded, lambda ok: self._recorded(planned, ok))
 
     def _recorded(self, planned: list[tuple[Partition, Batch]], ok: bool) -> None:
-        self._recording -= len(planned)
         for part, batch in planned:
             if not ok:
                 part.not_recorded(batch)

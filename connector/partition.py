@@ -27,7 +27,9 @@ from connector.ordering import ProfileKeys, choose
 from connector.replay import Range, format_metadata, ranges_to_replay
 from connector.source.offsets import PartitionOffsets
 
-BACKLOG_PAUSE = 2  # sealed batches waiting in one partition before it is paused
+# Sealed batches waiting in one partition before it is paused: at least this many, and as many as the
+# partition may have in flight, so that when a wave of requests is answered the next wave is ready.
+BACKLOG_PAUSE = 2
 # Commit metadata is kept within the broker's default offset.metadata.max.bytes (4,096): a partition
 # starts no new batch while the ranges it records would not fit (about 180 ranges); they shrink as the
 # oldest batches resolve.
@@ -202,6 +204,7 @@ class Partition:
         for batch in self._recording:
             self._lane.put_back(batch)
         self._recording.clear()
+        self._changed = True
 
     def _sealed(self, batch: Batch) -> None:
         self._offsets.track(batch.first, batch.last)
@@ -241,7 +244,7 @@ class Partition:
         return (
             halted
             or stopping
-            or self._lane.backlog >= BACKLOG_PAUSE
+            or self._lane.backlog >= max(BACKLOG_PAUSE, self._max_in_flight)
             or self.held(now)
             or (over_budget and not self.idle)
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from connector.demo_data import generate
 from tests.integration import test_faults as faults
 from tests.support import wait_until
 
@@ -35,6 +36,9 @@ def test_second_member_sigkilled_and_restarted_loses_nothing_and_engages_nobody_
     bed = make_bed(20_000, 8, seed=41)
     bed.emu.set_faults(latency_s=0.4)  # the API is the bottleneck: partitions back up and get paused
     settings = bed.settings(max_items=200, max_in_flight=2)
+    # A revoke finishes what the member read of the partitions it gives up, within the drain budget: with
+    # 2 s, member a hands most of its read-ahead over unsent, and member b has work left when it is killed.
+    settings["shutdown"]["drain_timeout_s"] = 2
     a = bed.process(settings, name="member-a")
     b = bed.process(settings, name="member-b")
     a.start()
@@ -108,6 +112,13 @@ def test_graceful_rebalances_write_each_dead_letter_once(make_bed: Callable[...,
     wait_until(lambda: a.metric_sum("altcraft_connector_records_dead_lettered_total") > 0, 60, "member a to work")
     b.start()
     wait_until(lambda: assigned_now(log_messages(b)) > 0, 60, "member b to get partitions")
+    # More events, for both members (member a finished what it had read of the partitions it gave up).
+    more = generate(20_000, 8, invalid_share=0.03, seed=44)
+    records = [{"value": e.value, "key": e.key, "partition": e.partition} for e in more.events]
+    bed.positions.extend(bed.kafka.produce(bed.topic, records))
+    bed.stream.events.extend(more.events)
+    bed.stream.engagements.update(more.engagements)
+    bed.stream.outcomes.update(more.outcomes)
     wait_until(lambda: b.metric_sum("altcraft_connector_records_dead_lettered_total") > 0, 60, "member b to work")
     assert bed.emu.stats()["engagements"] < bed.stream.outcomes["engage"], "finished before member b left"
     code, _ = b.terminate()

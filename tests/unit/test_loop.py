@@ -256,6 +256,21 @@ def test_a_revoked_partition_finishes_its_request_commits_and_lets_go() -> None:
     assert len(bed.emails()) == 8  # nobody twice
 
 
+def test_a_revoke_sends_what_was_being_recorded_and_what_was_still_open() -> None:
+    bed = Bed(partitions=2, batching={"linger_s": 30.0}, altcraft={"max_in_flight": 1})
+    bed.produce(4, partition=1, start=10)  # 10-12 sealed and being recorded; 13 open
+    one = bed.member()
+    one.step()
+    assert bed.executor.waiting == 0 and source(one).assignment == {(TOPIC, 0), (TOPIC, 1)}
+    two = bed.member(executor=bed.executor)
+    bed.broker.rebalance([(TOPIC, 1)], to=source(two))
+    one.step()  # the revoke: both batches recorded synchronously, sent, answered, committed, let go
+    assert sorted(bed.emails()) == [f"u{i}@example.com" for i in range(10, 14)]
+    assert bed.committed(1) == (4, [])
+    bed.turns(two, 3)
+    assert len(bed.emails()) == 4  # the new owner starts past them
+
+
 def test_a_lost_partition_commits_nothing_and_its_new_owner_replays_the_recorded_range() -> None:
     bed = Bed()
     bed.produce(3)
