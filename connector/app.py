@@ -195,13 +195,10 @@ class Connector:
                 consumed = 0
                 continue
             consumed += 1
-            if type(prepared) is bytes:
-                weight = len(prepared) + len(value or b"") + RECORD_OVERHEAD
-                part.add(offset, prepared, msg, now, weight, key=route.key)
-                continue
-            if type(prepared) is ImportItem:
-                weight = len(prepared.item) + len(value or b"") + RECORD_OVERHEAD
-                part.add(offset, prepared.item, msg, now, weight, key=route.key, imports=True)
+            if type(prepared) is bytes or type(prepared) is ImportItem:
+                item = prepared if type(prepared) is bytes else prepared.item  # type: ignore[union-attr]
+                weight = len(item) + len(value or b"") + RECORD_OVERHEAD
+                part.add(offset, item, msg, now, weight, key=route.key, imports=item is not prepared)
                 continue
             assert isinstance(prepared, Unsent)
             if prepared.dead is None:
@@ -303,19 +300,15 @@ class Connector:
         first, last = batch.key_range
         rid = request_id(self.settings.kafka.group_id, route.settings, batch.tp[0], batch.tp[1], first, last,
                          self.settings.altcraft.request_id_epoch, imports=batch.imports, piece=batch.piece)  # fmt: skip
-        if batch.imports and route.import_shape is not None:
-            job = SendJob(route.name, Mode.IMPORT, route.import_shape, batch.items, rid)
-        else:
-            job = SendJob(route.name, route.settings.mode, route.shape, batch.items, rid)
-        self._p.senders.submit(batch, job)
+        imported = route.import_shape if batch.imports else None
+        mode, shape = (Mode.IMPORT, imported) if imported is not None else (route.settings.mode, route.shape)
+        self._p.senders.submit(batch, SendJob(route.name, mode, shape, batch.items, rid))
         self.metrics.inflight.set(self._p.senders.inflight)
 
     # 7.
     def _flow_control(self, now: float) -> None:
-        halts = set(self.halt.reasons())
-        dlq_halt = self._p.dead_letters.halt_reason
-        if dlq_halt is not None:  # only the partitions waiting for those letters stall
-            halts.add(dlq_halt)
+        dlq_halt = self._p.dead_letters.halt_reason  # only the partitions waiting for those letters stall
+        halts = set(self.halt.reasons()) | ({dlq_halt} if dlq_halt is not None else set())
         self.metrics.show_halts(halts)
         self.health.halted = bool(halts)
         self.metrics.dlq_stalled.set(1 if self._p.dead_letters.failing else 0)
