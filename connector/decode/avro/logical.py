@@ -10,7 +10,7 @@ same):
 Debezium ``Timestamp``/``MicroTimestamp``/...  (the same text as :func:`~connector.decode.json_events.convert_temporal`)
 ``local-timestamp-*`` (long)                   ISO 8601 without an offset: ``"2024-05-01T10:20:30"``
 ``time-millis/micros``                         ``"HH:MM:SS[.ffffff]"``
-``decimal`` (bytes or fixed)                   an int when the scale is 0, else a float (numeric fields)
+``decimal`` (bytes or fixed)                   a JSON number with exactly its digits (an int when it fits)
 ``uuid`` (string or fixed 16)                  the canonical UUID string
 ``bytes`` / ``fixed`` without a logical type   base64 text (what Kafka Connect's JSON converter writes)
 enum                                           the symbol
@@ -29,6 +29,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from connector.decode.avro.schema import Schema, _kind
 from connector.decode.envelope import UNAVAILABLE, UNAVAILABLE_BYTES
 from connector.decode.json_events import convert_temporal
@@ -43,6 +45,7 @@ from connector.decode.logical import (
     VARIABLE_DECIMAL,
     clock_text,
     day_text,
+    decimal_number,
     parsed_json,
     utc_text,
     variable_decimal,
@@ -113,9 +116,10 @@ def _time_millis(v: int) -> str:
     return _time_micros(v * 1000)
 
 
-def _decimal(scale: int, v: bytes) -> int | float:
-    unscaled = int.from_bytes(v, "big", signed=True)  # decode.logical.unscaled_of, inline: one call fewer
-    return unscaled if scale == 0 else unscaled / 10**scale
+def _decimal(scale: int, v: bytes) -> int | orjson.Fragment:
+    """Exactly the column's digits, as the JSON path sends them (``decode.logical.decimal_number``): a float
+    would round digits past the 15th."""
+    return decimal_number(int.from_bytes(v, "big", signed=True), scale)
 
 
 def _uuid_fixed(v: bytes) -> str:
