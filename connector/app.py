@@ -35,7 +35,7 @@ from connector.health import HealthServer, HealthState
 from connector.logs import DeadLetterLog, HaltLog, UnexpectedLog
 from connector.metrics import Metrics
 from connector.models import ImportItem, Reason, SendOutcome, TopicPartitionKey, Unsent
-from connector.partition import Partition
+from connector.partition import Partition, backlog_limit
 from connector.ports import DeadLetterSink, Record, Source
 from connector.replay import request_id
 from connector.routing import Route
@@ -314,13 +314,14 @@ class Connector:
         self.metrics.dlq_stalled.set(1 if self._p.dead_letters.failing else 0)
         halted, stopping = bool(self.halt), self._stop_requested.is_set()
         over_budget = sum(p.memory for p in self.partitions.values()) > self.settings.batching.max_buffered_bytes
-        pause: list[TopicPartitionKey] = []
-        resume: list[TopicPartitionKey] = []
-        for tp, part in self.partitions.items():
-            backed_up = part.should_pause(now, halted=halted, stopping=stopping, over_budget=over_budget)
-            (pause if backed_up else resume).append(tp)
-        self._p.source.pause(pause)
-        self._p.source.resume(resume)
+        a = self.settings.altcraft
+        backlog = backlog_limit(a.max_in_flight, a.max_in_flight_per_partition, len(self.partitions))
+        pausing = {
+            tp: part.should_pause(now, halted=halted, stopping=stopping, over_budget=over_budget, backlog=backlog)
+            for tp, part in self.partitions.items()
+        }
+        self._p.source.pause([tp for tp, yes in pausing.items() if yes])
+        self._p.source.resume([tp for tp, yes in pausing.items() if not yes])
 
     # 9.
     def _update_gauges(self, now: float) -> None:

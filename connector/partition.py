@@ -27,9 +27,18 @@ from connector.ordering import ProfileKeys, choose
 from connector.replay import Range, format_metadata, ranges_to_replay
 from connector.source.offsets import PartitionOffsets
 
-# Sealed batches waiting in one partition before it is paused: at least this many, and as many as the
-# partition may have in flight, so that when a wave of requests is answered the next wave is ready.
+# Sealed batches waiting in one partition before it is paused: at least this many (see backlog_limit).
 BACKLOG_PAUSE = 2
+
+
+def backlog_limit(max_in_flight: int, per_partition: int, partitions: int) -> int:
+    """How many sealed batches a partition may keep waiting: its share of the requests in flight (at most
+    its own cap), at least :data:`BACKLOG_PAUSE`. One partition behind a slow API keeps the next wave of
+    requests ready (8 in flight: 8 sealed), while many partitions sharing few requests keep two each, so
+    memory does not grow with the partition count."""
+    return max(BACKLOG_PAUSE, min(per_partition, max_in_flight // max(1, partitions)))
+
+
 # Commit metadata is kept within the broker's default offset.metadata.max.bytes (4,096): a partition
 # starts no new batch while the ranges it records would not fit (about 180 ranges); they shrink as the
 # oldest batches resolve.
@@ -238,16 +247,12 @@ class Partition:
 
     # -- state
 
-    def should_pause(self, now: float, *, halted: bool, stopping: bool, over_budget: bool) -> bool:
-        """Stop fetching: halted or stopping, backed up, waiting out a transient fault, or holding
-        records while the connector is over its memory budget."""
-        return (
-            halted
-            or stopping
-            or self._lane.backlog >= max(BACKLOG_PAUSE, self._max_in_flight)
-            or self.held(now)
-            or (over_budget and not self.idle)
-        )
+    def should_pause(
+        self, now: float, *, halted: bool, stopping: bool, over_budget: bool, backlog: int = BACKLOG_PAUSE
+    ) -> bool:
+        """Stop fetching: halted or stopping, ``backlog`` sealed batches waiting, waiting out a transient
+        fault, or holding records while the connector is over its memory budget."""
+        return halted or stopping or self._lane.backlog >= backlog or self.held(now) or (over_budget and not self.idle)
 
     @property
     def idle(self) -> bool:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from connector.batching import Batch, BatchPolicy
-from connector.partition import METADATA_BUDGET, Partition
+from connector.partition import METADATA_BUDGET, Partition, backlog_limit
 from connector.replay import parse_metadata
 
 TP = ("t", 0)
@@ -129,6 +129,18 @@ def test_many_ranges_in_flight_keep_the_metadata_within_the_broker_limit() -> No
     p.answered(started[0], 0)
     assert p.to_commit() == (10**12 + len(started), "akc1:")
     assert send(p)  # room again
+
+
+def test_a_partition_keeps_its_share_of_the_requests_in_flight_ready() -> None:
+    assert backlog_limit(8, 8, 1) == 8  # one partition behind a slow API: the next wave ready
+    assert backlog_limit(8, 4, 1) == 4  # never more than its own cap
+    assert backlog_limit(4, 4, 8) == 2  # eight partitions share four requests: two each at least
+    assert backlog_limit(16, 8, 4) == 4
+    p = partition(max_items=1, cap=8)
+    for off in range(5):
+        p.add(off, b"{}", None, 0.0)
+    assert not p.should_pause(0.0, halted=False, stopping=False, over_budget=False, backlog=8)
+    assert p.should_pause(0.0, halted=False, stopping=False, over_budget=False, backlog=4)
 
 
 def test_pauses_when_backed_up_held_or_over_the_memory_budget() -> None:
