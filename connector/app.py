@@ -131,8 +131,11 @@ class Connector:
         # 1. delivery reports, liveness
         p.dead_letters.poll()
         self.health.beat()
-        # 2. consume (rebalance callbacks run inside)
-        records = p.source.consume(self.settings.kafka.consume_batch_size, self._poll_timeout())
+        # 2. consume (rebalance callbacks and commit answers run inside); while batches wait for their
+        # recording commit's answer, take fewer records, so that the next consume (which serves it) comes soon
+        waiting = any(part.recording for part in self.partitions.values())
+        n = min(self.settings.kafka.consume_batch_size, self.settings.batching.max_items) if waiting else None
+        records = p.source.consume(n or self.settings.kafka.consume_batch_size, self._poll_timeout())
         now = self._clock()
         # 3. route each record into its partition
         if records:
@@ -205,7 +208,7 @@ class Connector:
                 part.add(offset, None, msg, now)
                 metrics.count_skipped(route.name, prepared.skip or "")
                 continue
-            batch = part.add(offset, None, msg, now, dead=True)
+            batch = part.add_dead(offset, msg, now)
             if prepared.unexpected:
                 self._unexpected_log.record(*part.tp, offset, prepared.dead, now)
             self._dead_letter(part, batch, msg, prepared.dead, route.name)

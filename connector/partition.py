@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from connector.batching import Batch, BatchPolicy, Lane
 from connector.models import TopicPartitionKey
-from connector.ordering import ProfileKeys, choose
+from connector.ordering import choose
 from connector.replay import Range, format_metadata, ranges_to_replay
 from connector.source.offsets import PartitionOffsets
 
@@ -70,25 +70,16 @@ class Partition:
         self._send_paused_until: float | None = None
         self._changed = True  # something the ordering rule looks at changed since the last choice
         self.dropped = False  # revoked or lost: answers and confirmations that arrive late change nothing
+        # One record's verdict (Lane.add, called directly: once per record): an item to send, about the
+        # profile ``key``, imported or engaged, or none (a skipped record, ``item`` None).
+        self.add = self._lane.add
 
     # -- records
 
-    def add(
-        self,
-        offset: int,
-        item: bytes | None,
-        source: object,
-        now: float,
-        weight: int = 0,
-        dead: bool = False,
-        key: ProfileKeys = None,
-        imports: bool = False,
-    ) -> Batch:
-        """One record's verdict: an item to send (about the profile ``key``), or none (skipped, or
-        ``dead``: a dead letter is on its way and the batch waits for its confirmation)."""
-        batch = self._lane.add(offset, item, source, now, weight, key, imports)
-        if dead:
-            batch.pending_dead_letters += 1
+    def add_dead(self, offset: int, source: object, now: float) -> Batch:
+        """A record whose dead letter is on its way: its batch waits for the broker's confirmation."""
+        batch = self._lane.add(offset, None, source, now)
+        batch.pending_dead_letters += 1
         return batch
 
     def dead_letter_confirmed(self, batch: Batch) -> None:

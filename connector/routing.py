@@ -46,6 +46,7 @@ class Route:
         self.shape: BodyShape = body_shape(settings)
         self._fields_only = self.mapper.fields_only
         self._match = self.mapper.match_fields
+        self._by_email = self._match == ("email",)
         # The profile key(s) of the item the last prepare() returned (connector.ordering); set only when
         # prepare returns bytes, read by the loop right after, so no wrapper object is made per record.
         self.key: ProfileKeys = None
@@ -105,7 +106,8 @@ class Route:
                     item = self.shape.item(mapped)
                 except TypeError as exc:
                     raise _unwritable(exc) from None
-            self.key = profile_keys(fields, self._match)
+            email = fields.get("email") if self._by_email else None  # the common case, inline
+            self.key = "e:" + email.lower() if type(email) is str and email else profile_keys(fields, self._match)
             stage = "size"
             if len(item) > self._max_item:
                 raise RecordTooLarge(
