@@ -135,7 +135,7 @@ class Connector:
         # recording commit's answer, take fewer records, so that the next consume (which serves it) comes soon
         waiting = any(part.recording for part in self.partitions.values())
         n = min(self.settings.kafka.consume_batch_size, self.settings.batching.max_items) if waiting else None
-        records = p.source.consume(n or self.settings.kafka.consume_batch_size, self._poll_timeout())
+        records = p.source.consume(n or self.settings.kafka.consume_batch_size, self._poll_timeout(waiting))
         now = self._clock()
         # 3. route each record into its partition
         if records:
@@ -157,10 +157,12 @@ class Connector:
             self._last_gauges = now
             self._update_gauges(now)
 
-    def _poll_timeout(self) -> float:
+    def _poll_timeout(self, waiting: bool) -> float:
         """How long the next consume may block: no longer than until the oldest open batch is due, so
-        that a batch is sealed on time rather than up to a poll later."""
-        timeout = min(self.settings.kafka.consume_timeout_s, 0.02 if self._p.senders.inflight else 3600.0)
+        that a batch is sealed on time rather than up to a poll later, and 20 ms while requests are out
+        or batches ``waiting`` for their recording commit's answer (which a consume serves)."""
+        busy = self._p.senders.inflight or waiting
+        timeout = min(self.settings.kafka.consume_timeout_s, 0.02 if busy else 3600.0)
         now = self._clock()
         return min([timeout, *(d for part in self.partitions.values() if (d := part.due_in(now)) is not None)])
 
