@@ -24,7 +24,7 @@ from __future__ import annotations
 from connector.batching import Batch, BatchPolicy, Lane
 from connector.models import TopicPartitionKey
 from connector.ordering import choose
-from connector.replay import Range, format_metadata, ranges_to_replay
+from connector.replay import Range, format_metadata, ranges_to_replay, record_before_send
 from connector.source.offsets import PartitionOffsets
 
 # Sealed batches waiting in one partition before it is paused: at least this many (see backlog_limit).
@@ -161,10 +161,7 @@ class Partition:
     def metadata(self) -> tuple[int, str]:
         """The offset and metadata every commit carries now: the resolved prefix (or, before anything
         is resolved, the first offset recorded), and every range that may reach the API."""
-        offset = self._offsets.committable()
-        if offset is None:
-            offset = min((b.first for b in self._sent), default=0)
-        return offset, format_metadata(b.key_range for b in self._sent)
+        return record_before_send(self._offsets.committable(), [b.key_range for b in self._sent])
 
     def in_flight(self, batch: Batch) -> bool:
         return not self.dropped and batch in self._inflight

@@ -66,16 +66,13 @@ def ranges_to_replay(committed: int | None, metadata: str) -> list[Range]:
     return sorted(set(ranges))
 
 
-def record_before_send(
-    committable: int | None, batch_first: int, recorded: list[Range], planned: Range
-) -> tuple[int, str]:
-    """The commit that must succeed before a batch with range ``planned`` is sent.
-
-    ``committable``: the partition's resolved prefix (None when nothing was resolved yet, then the
-    batch's first offset); ``recorded``: the ranges of its batches already sent and not yet passed.
-    """
-    offset = committable if committable is not None else batch_first
-    return offset, format_metadata([*(r for r in recorded if r[1] >= offset), planned])
+def record_before_send(committable: int | None, recorded: list[Range]) -> tuple[int, str]:
+    """The commit that must succeed before batches are sent: ``recorded`` holds every range that may
+    reach the API (those about to be sent included). The offset is the partition's resolved prefix
+    (``committable``), or, before anything is resolved, the start of the first range; ranges wholly
+    below it are left out."""
+    offset = committable if committable is not None else min((r[0] for r in recorded), default=0)
+    return offset, format_metadata(r for r in recorded if r[1] >= offset)
 
 
 def request_id(

@@ -88,5 +88,5 @@ def test_metadata_round_trips_and_ignores_what_it_did_not_write() -> None:
 
 
 def test_the_recording_commit_never_passes_the_resolved_prefix_nor_lists_what_it_passed() -> None:
-    assert record_before_send(10, 10, [(0, 9), (10, 19)], (20, 29)) == (10, "akc1:10-19;20-29")
-    assert record_before_send(None, 40, [], (40, 49)) == (40, "akc1:40-49")
+    assert record_before_send(10, [(0, 9), (10, 19), (20, 29)]) == (10, "akc1:10-19;20-29")
+    assert record_before_send(None, [(40, 49), (50, 59)]) == (40, "akc1:40-49;50-59")
