@@ -36,7 +36,7 @@ from connector.logs import DeadLetterLog, HaltLog, UnexpectedLog
 from connector.metrics import Metrics
 from connector.models import ImportItem, Reason, SendOutcome, TopicPartitionKey, Unsent
 from connector.partition import Partition, backlog_limit
-from connector.ports import DeadLetterSink, Record, Source
+from connector.ports import DeadLetterSink, Record, Source, TransactionalSink
 from connector.replay import request_id
 from connector.routing import Route
 from connector.senders import Senders
@@ -64,6 +64,8 @@ class Parts:
     health: HealthState = field(default_factory=HealthState)
     halt: HaltState = field(default_factory=HaltState)
     health_server: HealthServer | None = None
+    # Exactly-once dead letters: the same object as dead_letters, committing offsets in transactions.
+    transactions: TransactionalSink | None = None
     tickers: list[Callable[[float], None]] = field(default_factory=list)  # called every GAUGE_INTERVAL_S
     closers: list[Callable[[], None]] = field(default_factory=list)  # called once, at the end of the shutdown
 
@@ -87,7 +89,7 @@ class Connector:
         dl = settings.dead_letter
         self._breaker = Breaker(dl.breaker_window, dl.breaker_max_share, dl.breaker_max_consecutive)
         self._last_gauges = 0.0
-        self._commits = Commits(parts.source, self.partitions, parts.metrics, clock)
+        self._commits = Commits(parts.source, self.partitions, parts.metrics, clock, parts.transactions)
         self._unexpected_log, self._halt_log = UnexpectedLog(), HaltLog()
 
     # ------------------------------------------------------------------ lifecycle
@@ -270,7 +272,7 @@ class Connector:
 
     # 6.
     def _dispatch(self, now: float, sync: bool = False) -> None:
-        if self.halt or now < self._commits.backoff_until:
+        if self.halt or now < self._commits.backoff_until or not (sync or self._commits.ready):
             return  # halted: the in-flight senders probe; nothing new goes out
         recording = sum(part.recording for part in self.partitions.values())
         capacity = self.settings.altcraft.max_in_flight - self._p.senders.inflight - recording
@@ -382,6 +384,7 @@ class Connector:
         for tp in tps:
             part = self.partitions.pop(tp)
             part.dropped = True
+            self._p.dead_letters.forget(tp)
             for batch in part.inflight:
                 self._p.senders.cancel(batch)
             with contextlib.suppress(KeyError):

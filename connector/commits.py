@@ -8,6 +8,10 @@ Two kinds of commit, both carrying every range a partition may have sent (:mod:`
   asynchronous, and synchronous (``force``) before partitions are let go.
 
 A failed commit is logged, and no batch is recorded (nor sent) for ``COMMIT_BACKOFF_S``.
+
+With exactly-once dead letters (:mod:`connector.transactions`), every commit is a transaction that also
+writes the dead letters of the records it passes, one at a time: while one is in progress the next
+waits (:attr:`Commits.ready`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from connector.models import TopicPartitionKey
 from connector.partition import Partition
 from connector.ports import Source
 from connector.source.consumer import CommitFailed
+from connector.transactions import TransactionalDeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +42,24 @@ class Commits:
         partitions: dict[TopicPartitionKey, Partition],
         metrics: Metrics,
         clock: Callable[[], float],
+        transactions: TransactionalDeadLetters | None = None,
     ) -> None:
         self._source = source
+        self._txn = transactions
         self._partitions = partitions  # the loop's own dict: partitions come and go
         self._metrics = metrics
         self._clock = clock
         self._last_progress = 0.0
         self.backoff_until = 0.0
 
+    @property
+    def ready(self) -> bool:
+        """Whether a commit can start now (a transaction in progress makes the next one wait)."""
+        return self._txn is None or not self._txn.busy
+
     def progress(self, now: float, force: bool = False) -> None:
         """Commit the partitions whose resolved prefix moved since their last commit."""
-        if not force and now - self._last_progress < COMMIT_INTERVAL_S:
+        if not force and (now - self._last_progress < COMMIT_INTERVAL_S or not self.ready):
             return
         self._last_progress = now
         moved = {tp: c for tp, part in self._partitions.items() if (c := part.to_commit()) is not None}
@@ -73,11 +85,22 @@ class Commits:
                 then(error is None)
 
         offsets, metadata = {tp: c[0] for tp, c in commits.items()}, {tp: c[1] for tp, c in commits.items()}
+        txn = self._txn if offsets else None
+        # The group metadata is read here, in the loop's thread: the consumer is not to be called from
+        # the transaction's thread while it is polled.
+        group = self._source.group_metadata() if txn is not None else None
+
+        def write(answer: Callable[[Exception | None], None] | None = None) -> None:
+            if txn is not None:
+                txn.commit(offsets, metadata, group, answer)
+            else:
+                self._source.commit(offsets, metadata, answer)
+
         if then is not None:
-            self._source.commit(offsets, metadata, on_done=done)
+            write(done)
             return True
         try:
-            self._source.commit(offsets, metadata)
+            write()
         except CommitFailed as exc:
             done(exc)
             return False

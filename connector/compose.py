@@ -29,6 +29,7 @@ from connector.senders import Senders
 from connector.sink.client import AltcraftClient
 from connector.sink.halt import HaltState
 from connector.source.consumer import KafkaSource
+from connector.transactions import TransactionalDeadLetters, default_transactional_id
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,18 @@ def build(
         **consumer_signals.props(), **common, **settings.kafka.consumer, "group.id": settings.kafka.group_id,
     }  # fmt: skip
     client = AltcraftClient(settings.altcraft, settings.token(), metrics, halt, transport=transport, clock=clock)
+    dl = settings.dead_letter
+    closers: list[Callable[[], None]] = [schema_registry.close] if schema_registry is not None else []
+    transactions = None
+    if dl.exactly_once:
+        txn_id = dl.transactional_id or default_transactional_id(settings.kafka.group_id)
+        transactions = TransactionalDeadLetters(producer_props, dl.topic, txn_id)
+        closers.append(transactions.close)
+        log.info("dead letters exactly once: transactional.id %s", txn_id)
     parts = Parts(
         source=KafkaSource(consumer_props),
-        dead_letters=DeadLetters(producer_props, settings.dead_letter.topic, clock=clock),
+        dead_letters=transactions or DeadLetters(producer_props, dl.topic, clock=clock),
+        transactions=transactions,
         senders=Senders(client, ThreadPoolExecutor(settings.altcraft.max_in_flight, thread_name_prefix="sender")),
         routes={t: routes_by_name[r.name] for r in settings.routes for t in r.topics},
         metrics=metrics,
@@ -71,7 +81,7 @@ def build(
         if serve_health
         else None,
         tickers=[consumer_signals.tick, producer_signals.tick],
-        closers=[schema_registry.close] if schema_registry is not None else [],
+        closers=closers,
     )
     return Connector(settings, parts, clock=clock)
 

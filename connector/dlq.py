@@ -312,6 +312,9 @@ class DeadLetters:
             _, p = self._retry.popleft()
             self._produce(p)
 
+    def forget(self, tp: tuple[str, int]) -> None:
+        """Nothing to forget: letters are published as they come (see :mod:`connector.transactions`)."""
+
     def flush(self, timeout_s: float) -> int:
         """Wait for outstanding deliveries; returns how many are still outstanding."""
         return int(self._producer.flush(timeout_s))

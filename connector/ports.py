@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from connector.models import ItemRejection, Reason, SendOutcome, TopicPartitionKey
 from connector.source.consumer import Assigned, CommitFailed
+from connector.transactions import Stage, Staged  # the fake stages letters as the real sink does
 
 AssignCallback = Callable[[list[Assigned]], None]
 RevokeCallback = Callable[[list[TopicPartitionKey]], None]
@@ -62,20 +63,42 @@ class Source(Protocol):
         every partition succeeded. With it: asynchronous; ``on_done(error or None)`` runs inside a later
         :meth:`consume`, in the order the commits were made."""
 
+    def group_metadata(self) -> Any:
+        """The member's group metadata, for offsets committed in a transaction (read in the loop's thread)."""
+
     def position_lag(self) -> dict[TopicPartitionKey, int]: ...
     def close(self) -> None: ...
 
 
 class DeadLetterSink(Protocol):
     def publish(self, msg: Any, reason: Reason, done: Done) -> None:
-        """``done`` runs (inside :meth:`poll` or :meth:`flush`) once the broker has confirmed the letter."""
+        """``done`` runs once the letter is safe: confirmed by the broker (inside :meth:`poll` or
+        :meth:`flush`), or, for a transactional sink, staged for the commit that passes its record (at once)."""
 
     def poll(self) -> None: ...
     def flush(self, timeout_s: float) -> int: ...
+    def forget(self, tp: TopicPartitionKey) -> None:
+        """``tp`` was let go: letters not written yet are its next owner's to write (transactional only)."""
+
     @property
     def halt_reason(self) -> str | None: ...
     @property
     def failing(self) -> bool: ...
+
+
+class TransactionalSink(DeadLetterSink, Protocol):
+    """A dead-letter sink that also commits offsets: each commit one transaction with the staged letters
+    below the new offsets (real: :class:`connector.transactions.TransactionalDeadLetters`)."""
+
+    @property
+    def busy(self) -> bool: ...
+    def commit(
+        self,
+        offsets: dict[TopicPartitionKey, int],
+        metadata: dict[TopicPartitionKey, str],
+        group_metadata: Any,
+        on_done: Callable[[Exception | None], None] | None = None,
+    ) -> None: ...
 
 
 class Sender(Protocol):
@@ -251,6 +274,9 @@ class FakeSource:
         elif error is not None:
             raise error
 
+    def group_metadata(self) -> FakeGroupMetadata:
+        return FakeGroupMetadata(self, frozenset(self._positions))
+
     def position_lag(self) -> dict[TopicPartitionKey, int]:
         return {tp: len(self._broker.logs[tp]) - pos for tp, pos in self._positions.items()}
 
@@ -265,6 +291,14 @@ class FakeSource:
         self._broker.members.remove(self)
         if self._broker.members and left:
             self._broker.rebalance(left, self._broker.members[0])
+
+
+@dataclass(frozen=True)
+class FakeGroupMetadata:
+    """Who commits, and what it owned when it asked: a transaction naming another partition is fenced."""
+
+    member: FakeSource
+    owned: frozenset[TopicPartitionKey]
 
 
 class FakeDeadLetters:
@@ -290,6 +324,9 @@ class FakeDeadLetters:
         self.poll()
         return len(self._waiting)
 
+    def forget(self, tp: TopicPartitionKey) -> None:
+        pass  # letters are published as they come
+
     @property
     def halt_reason(self) -> str | None:
         return self.refusing if self._waiting else None
@@ -297,6 +334,92 @@ class FakeDeadLetters:
     @property
     def failing(self) -> bool:
         return self.refusing is not None and bool(self._waiting)
+
+
+class FakeTransactions:
+    """Letters and offsets written together, as :class:`connector.transactions.TransactionalDeadLetters`
+    does: a letter is staged until a commit passes its record; the commit (answered at the next
+    :meth:`poll`, or at once when synchronous) makes its letters and offsets visible together, or,
+    refused, neither. Refused when the broker's ``fail_commits`` says so, or when it names a partition
+    its member no longer owns (fencing)."""
+
+    transactional = True
+
+    def __init__(self, broker: FakeBroker) -> None:
+        self._broker = broker
+        self._stage = Stage()
+        self.letters: list[tuple[Any, Reason]] = []  # visible to a read_committed reader, in order
+        self.aborted: list[tuple[Any, Reason]] = []  # written in transactions that were refused
+        self._job: tuple[Any, ...] | None = None
+        self.failing = False
+        self.halt_reason: str | None = None
+
+    def publish(self, msg: Any, reason: Reason, done: Done) -> None:
+        self._stage.add((msg.topic(), msg.partition()), Staged(msg.offset(), msg, reason))
+        done()
+
+    def forget(self, tp: TopicPartitionKey) -> None:
+        self._stage.forget(tp)
+
+    @property
+    def staged(self) -> int:
+        return len(self._stage)
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None
+
+    def commit(
+        self,
+        offsets: dict[TopicPartitionKey, int],
+        metadata: dict[TopicPartitionKey, str],
+        group_metadata: Any,
+        on_done: Callable[[Exception | None], None] | None = None,
+    ) -> None:
+        if self._job is not None:
+            self.poll()
+        job = (offsets, metadata, group_metadata, self._stage.take(offsets), on_done)
+        if on_done is not None:
+            self._job = job
+            return
+        error = self._run(job)
+        if error is not None:
+            raise error
+
+    def _run(self, job: tuple[Any, ...]) -> Exception | None:
+        offsets, metadata, group, letters, _ = job
+        error: Exception | None = None
+        if self._broker.fail_commits > 0:
+            self._broker.fail_commits -= 1
+            error = CommitFailed("the fake broker refuses this transaction")
+        elif not isinstance(group, FakeGroupMetadata) or group.member not in self._broker.members:
+            error = CommitFailed("fenced: the member left the group")
+        elif foreign := [tp for tp in offsets if tp not in group.member.assignment]:
+            error = CommitFailed(f"fenced: not assigned to this member: {foreign}")
+        if error is not None:
+            self.aborted += [(s.msg, s.reason) for _, s in letters]
+            self._stage.put_back(letters)
+            self.failing = True
+            return error
+        self.letters += [(s.msg, s.reason) for _, s in letters]
+        done = {tp: (off, metadata.get(tp, "")) for tp, off in offsets.items()}
+        self._broker.committed.update(done)
+        self._broker.commits.append(done)
+        self.failing = False
+        return None
+
+    def poll(self) -> None:
+        job, self._job = self._job, None
+        if job is not None:
+            error = self._run(job)
+            job[-1](error)
+
+    def flush(self, timeout_s: float) -> int:
+        self.poll()
+        return len(self._stage)
+
+    def close(self) -> None:
+        self.poll()
 
 
 class ScriptedSender:

@@ -439,6 +439,13 @@ class DeadLetterSettings(_Frozen):
     breaker_max_share: float = Field(default=0.5, gt=0, le=1)
     # Breaker: this many dead letters in a row halt the connector too; 0 turns this check off.
     breaker_max_consecutive: int = Field(default=1_000, ge=0, le=10_000_000)
+    # Each dead letter and the offset past its record are written in one Kafka transaction: a reader
+    # with isolation.level=read_committed sees every dead letter exactly once, across crashes,
+    # restarts and rebalances. Off: letters are written at once, at least once (a replay repeats some).
+    exactly_once: bool = True
+    # The producer's transactional.id (exactly_once); default <group_id>-<host name>-<process id>, stable
+    # across restarts of a container. Unique per running instance: two instances with one id fence each other.
+    transactional_id: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class ObservabilitySettings(_Frozen):

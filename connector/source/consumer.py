@@ -249,6 +249,10 @@ class KafkaSource:
             failed.insert(0, str(err))
         on_done(CommitFailed("; ".join(failed)) if failed else None)
 
+    def group_metadata(self) -> Any:
+        """For offsets committed in a transaction; only from the thread that consumes."""
+        return self._consumer.consumer_group_metadata()
+
     def committed(
         self, tps: Sequence[TopicPartitionKey], timeout_s: float = 10.0
     ) -> dict[TopicPartitionKey, tuple[int | None, str]]:
