@@ -23,9 +23,8 @@ from collections.abc import Callable
 from connector.metrics import Metrics
 from connector.models import TopicPartitionKey
 from connector.partition import Partition
-from connector.ports import Source
+from connector.ports import Source, TransactionalSink
 from connector.source.consumer import CommitFailed
-from connector.transactions import TransactionalDeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ class Commits:
         partitions: dict[TopicPartitionKey, Partition],
         metrics: Metrics,
         clock: Callable[[], float],
-        transactions: TransactionalDeadLetters | None = None,
+        transactions: TransactionalSink | None = None,
     ) -> None:
         self._source = source
         self._txn = transactions

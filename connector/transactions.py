@@ -32,6 +32,7 @@ authorization, fatal producer: a halt label for the loop to show; anything else 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -238,10 +239,8 @@ class TransactionalDeadLetters:
     def close(self) -> None:
         self.flush(TIMEOUT_S)
         self._worker.shutdown(wait=True)
-        try:
+        with contextlib.suppress(Exception):  # closing only
             self._producer.flush(5.0)
-        except Exception:  # pragma: no cover - closing only
-            pass
 
     # -- inside
 

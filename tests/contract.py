@@ -160,3 +160,109 @@ class DeadLetterSinkContract:
         assert headers["__connect.errors.stage"] == "map"
         assert headers["__connect.errors.exception.message"] == "missing matching field 'email'"
         assert headers["trace"] == "abc"
+
+
+class TransactionalSinkContract:
+    """Exactly-once dead letters (connector.transactions): a letter is staged, and becomes visible to a
+    read_committed reader together with the commit that passes its record, once; a transaction that is
+    refused (a stale member: fenced) makes neither its letters nor its offsets visible, and the letters
+    wait for the next one. Commit metadata survives the transactional path."""
+
+    topic: str
+
+    def produce(self, partition: int, values: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def member(self) -> Member:
+        raise NotImplementedError
+
+    def sink(self) -> Any:
+        raise NotImplementedError
+
+    def read_letters(self) -> list[tuple[bytes | None, dict[str, str]]]:
+        """Every letter a read_committed reader sees now."""
+        raise NotImplementedError
+
+    def letters_once(self, expected: int) -> list[tuple[str, str]]:
+        """(source offset, stage) of every letter visible, once ``expected`` are: a transaction's markers
+        reach the topic shortly after it commits, and in order, so once the last letter is visible, what
+        earlier transactions wrote is too."""
+        deadline = time.monotonic() + 30
+        while len(got := self.read_letters()) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return [(h["__connect.errors.offset"], h["__connect.errors.stage"]) for _, h in got]
+
+    def committed(self, tp: TopicPartitionKey) -> tuple[int | None, str]:
+        """What the group has committed for ``tp`` (offset, metadata), as its next member reads it."""
+        m = self.member()
+        m.poll_until(lambda: any(a.tp == tp for a in m.assigned))
+        got = {a.tp: (a.committed, a.metadata) for a in m.assigned}[tp]
+        m.source.close()
+        return got
+
+    def _read(self, m: Member) -> list[Record]:
+        m.poll_until(lambda: len(m.values(0)) == 3)
+        return [r for r in m.records if r.partition() == 0]
+
+    def test_a_letter_is_visible_once_with_the_commit_that_passes_its_record_and_its_metadata(self) -> None:
+        self.produce(0, [b"ok", b"bad", b"worse"])
+        m = self.member()
+        records = self._read(m)
+        sink = self.sink()
+        tp = (self.topic, 0)
+        done: list[str] = []
+        sink.publish(
+            records[1], Reason("map", "MappingError", "missing matching field 'email'"), lambda: done.append("x")
+        )
+        assert done == ["x"], "a staged letter lets the offset pass it at once"
+        sink.commit({tp: 1}, {tp: "akc1:1-2"}, m.source.group_metadata())  # does not pass offset 1
+        sink.commit({tp: 2}, {tp: "akc1:2-2"}, m.source.group_metadata())  # passes it
+        assert self.letters_once(1) == [("1", "map")]
+        sink.publish(records[2], Reason("decode", "DecodeError", "not JSON"), lambda: None)
+        sink.commit({tp: 3}, {tp: "akc1:"}, m.source.group_metadata())
+        assert self.letters_once(2) == [("1", "map"), ("2", "decode")], "each letter written by one transaction"
+        m.source.close()
+        assert self.committed(tp) == (3, "akc1:")
+
+    def test_an_asynchronous_transaction_is_answered_in_poll(self) -> None:
+        self.produce(0, [b"bad", b"ok", b"ok"])
+        m = self.member()
+        records = self._read(m)
+        sink = self.sink()
+        tp = (self.topic, 0)
+        sink.publish(records[0], Reason("decode", "DecodeError", "not JSON"), lambda: None)
+        answers: list[Exception | None] = []
+        sink.commit({tp: 3}, {tp: "akc1:0-2"}, m.source.group_metadata(), answers.append)
+        assert sink.busy
+        deadline = time.monotonic() + 30
+        while not answers and time.monotonic() < deadline:
+            sink.poll()
+            time.sleep(0.005)
+        assert answers == [None] and not sink.busy and not sink.failing
+        assert self.letters_once(1) == [("0", "decode")]
+        m.source.close()
+        assert self.committed(tp) == (3, "akc1:0-2")
+
+    def test_a_fenced_transaction_writes_nothing_and_its_letter_goes_with_the_next(self) -> None:
+        self.produce(0, [b"bad", b"ok", b"ok"])
+        stale = self.member()
+        records = self._read(stale)
+        group = stale.source.group_metadata()
+        stale.source.close()  # it left the group: its metadata is stale
+        current = self.member()
+        current.poll_until(lambda: len(current.assigned) == PARTITIONS)
+        sink = self.sink()
+        tp = (self.topic, 0)
+        sink.publish(records[0], Reason("decode", "DecodeError", "not JSON"), lambda: None)
+        try:
+            sink.commit({tp: 3}, {tp: "akc1:0-2"}, group)
+        except Exception as exc:  # CommitFailed
+            assert type(exc).__name__ == "CommitFailed", exc
+        else:
+            raise AssertionError("a transaction with a stale member's group metadata was accepted")
+        assert sink.failing
+        sink.commit({tp: 3}, {tp: "akc1:"}, current.source.group_metadata())
+        assert not sink.failing
+        assert self.letters_once(1) == [("0", "decode")], "the refused transaction's letter is not visible"
+        current.source.close()
+        assert self.committed(tp) == (3, "akc1:")
