@@ -150,7 +150,9 @@ def run_demo(events: int, seed: int, partitions: int = PARTITIONS) -> int:
                         "fields": DEMO_FIELDS,
                     }
                 ],
-                "dead_letter": {"topic": DLQ_TOPIC},
+                # librdkafka's mock cluster does not keep offsets committed in a transaction (measured: the
+                # second connector started over and engaged again): at-least-once dead letters here.
+                "dead_letter": {"topic": DLQ_TOPIC, "exactly_once": False},
                 "observability": {"port": 0},
                 # The first connector is stopped while the API loses its answers: it gives up on them soon.
                 "shutdown": {"drain_timeout_s": 1.0},

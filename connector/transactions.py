@@ -49,6 +49,8 @@ from connector.dlq import (
     DEFAULT_PRODUCER_PROPS,
     FATAL,
     HEAD_BYTES,
+    METADATA_TIMEOUT_S,
+    MISSING_TOPIC,
     PASSING,
     Letter,
     cut_to_fit,
@@ -151,7 +153,9 @@ class TransactionalDeadLetters:
             "enable.idempotence": True,
             "acks": "all",
         }
-        merged.pop("message.timeout.ms", None)  # bounded by transaction.timeout.ms in a transaction
+        # librdkafka refuses a message timeout longer than the transaction timeout.
+        timeout_ms = int(merged.get("message.timeout.ms", 30_000))
+        merged["transaction.timeout.ms"] = max(int(merged.get("transaction.timeout.ms", 60_000)), timeout_ms)
         self._producer = Producer(merged)
         self._max_bytes = message_max_bytes(merged)
         self._topic = topic
@@ -322,14 +326,26 @@ class TransactionalDeadLetters:
                     "most its first %d bytes", *tp, staged.offset, self._topic, err.name(), HEAD_BYTES)  # fmt: skip
 
     def _judge_deliveries(self) -> None:
-        """Letters the broker refused inside the failed transaction: those too large are cut next time."""
+        """Letters the broker refused inside the failed transaction: those too large are cut next time; a
+        delivery that timed out may mean the topic does not exist (librdkafka reports it so), so the
+        broker is asked."""
         for staged, err in self._delivery_errors:
             verdict = judge(err.code(), retriable=err.retriable(), fatal=err.fatal(), cut=staged.cut)
             if verdict == CUT:
                 self._note_cut((staged.msg.topic() or "", staged.msg.partition() or 0), staged, err)
             elif verdict != PASSING:
                 self._halt_reason = verdict
+            elif err.code() == KafkaError._MSG_TIMED_OUT and not self._topic_exists():
+                self._halt_reason = MISSING_TOPIC
         self._delivery_errors = []
+
+    def _topic_exists(self) -> bool:
+        try:
+            meta = self._producer.list_topics(self._topic, timeout=METADATA_TIMEOUT_S)
+        except KafkaException:
+            return True
+        topic = meta.topics.get(self._topic)
+        return topic is not None and topic.error is None
 
     def _refused_transaction(self, err: KafkaError, doing: str, *, abort: bool) -> CommitFailed:
         verdict = judge(err.code(), retriable=err.retriable(), fatal=err.fatal())

@@ -7,6 +7,8 @@ In one run, against the same real Kafka broker, the same data and the same emula
   the connector's guarantees (asynchronous commits, the fairest floor);
 - the connector itself, as a user runs it (``altcraft-connector run`` with a production-like config);
 - both again with 1,000-item requests (``--small-batch``);
+- the cost of exactly-once dead letters (``--at-least-once``): the connector again, at both batch
+  sizes, with ``dead_letter.exactly_once: false`` (offsets committed by the consumer, no transactions);
 - the latency-bound case: one partition of mostly distinct profiles, an API taking 1 s per request,
   2,000-item batches and 8 requests in flight, against the bound those allow (8 x 2,000 / 1 s);
 
@@ -58,8 +60,9 @@ LINGER_S = 1.0
 CONNECTOR_GUARANTEES = (
     "every record engaged once within Altcraft's deduplication window (offset ranges recorded before "
     "sending, replayed after a crash or rebalance under the same Request-IDs), retries, splits and "
-    "bisection, per-item results, dead letters confirmed before offsets move, halts on configuration "
-    "faults, per-profile Kafka order, memory bounded by pausing partitions"
+    "bisection, per-item results, dead letters exactly once (each committed in the Kafka transaction that "
+    "commits the offset past its record), halts on configuration faults, per-profile Kafka order, memory "
+    "bounded by pausing partitions"
 )
 
 
@@ -86,6 +89,14 @@ def main() -> int:
         type=int,
         default=1_000,
         help="also measure the floor and the connector with requests of this many items (0: skip)",
+    )
+    ap.add_argument(
+        "--at-least-once",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="also measure the connector without transactions (dead_letter.exactly_once: false), at both "
+        "batch sizes: the cost of exactly-once dead letters (default 1)",
     )
     ap.add_argument(
         "--latency-bound-seconds",
@@ -142,6 +153,10 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
     runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "floor": [], "connector": [], "connector_avro": []}
     if args.small_batch > 0:
         runs.update(floor_small=[], connector_small=[])
+    if args.at_least_once:
+        runs["connector_alo"] = []
+        if args.small_batch > 0:
+            runs["connector_small_alo"] = []
     bound_topic = None
     overlapping = (0, 0)
     if args.latency_bound_seconds > 0:
@@ -193,6 +208,19 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
                         measure_connector(bootstrap, topic, f"conn-small-{tag}-{rep}", args.events, url, Path(tmp),
                                           max_items=args.small_batch)
                     )  # fmt: skip
+                if args.at_least_once:
+                    log(f"repetition {rep + 1}/{args.reps}: connector without transactions (at-least-once)")
+                    sizes = [(10_000, "connector_alo")]
+                    if args.small_batch > 0:
+                        sizes.append((args.small_batch, "connector_small_alo"))
+                    for size, name in sizes:
+                        port = free_port()
+                        config = connector_config(bootstrap, topic, f"{name}-{tag}-{rep}", url, port, max_items=size)
+                        config["dead_letter"]["exactly_once"] = False
+                        runs[name].append(
+                            measure_connector(bootstrap, topic, f"{name}-{tag}-{rep}", args.events, url, Path(tmp),
+                                              config=config)
+                        )  # fmt: skip
                 if bound_topic is not None:
                     log(f"repetition {rep + 1}/{args.reps}: latency-bound, {args.latency_bound_seconds} s per request")
                     runs["latency_bound"].append(
@@ -218,6 +246,11 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
         ratios["connector_small_to_floor_small"] = (
             summary["connector_small"]["events_per_s"] / summary["floor_small"]["events_per_s"]
         )
+    for exact, loose, label in (("connector", "connector_alo", "exactly_once_cost"),
+                                ("connector_small", "connector_small_alo", "exactly_once_cost_small")):  # fmt: skip
+        if exact in summary and loose in summary:
+            ratios[label] = 1.0 - summary[exact]["events_per_s"] / summary[loose]["events_per_s"]
+            ratios[label + "_cpu"] = summary[exact]["cpu_s_per_million"] / summary[loose]["cpu_s_per_million"] - 1.0
     latency_bound = None
     if "latency_bound" in summary:
         latency_bound = {
@@ -650,6 +683,8 @@ def print_table(
         "connector_avro": "connector_avro",
         "floor_small": f"floor {args.small_batch}",
         "connector_small": f"connector {args.small_batch}",
+        "connector_alo": "  at-least-once",
+        "connector_small_alo": f"  at-least-once {args.small_batch}",
     }
     for key, name in names.items():
         if key in summary:
@@ -660,6 +695,11 @@ def print_table(
     if "connector_small_to_floor_small" in ratios:
         small = ratios["connector_small_to_floor_small"]
         print(f"connector / floor   {small:.2f} ({args.small_batch:,}-item requests)")
+    for label, size in (("exactly_once_cost", 10_000), ("exactly_once_cost_small", args.small_batch)):
+        if label in ratios:
+            print(f"exactly-once dead letters cost {ratios[label]:.0%} of the throughput and "
+                  f"{ratios[label + '_cpu']:+.0%} CPU per event ({size:,}-item requests; transactions at the "
+                  "commit cadence, against dead_letter.exactly_once: false)")  # fmt: skip
     for who, what in (("floor", FLOOR_GUARANTEES), ("connector", CONNECTOR_GUARANTEES)):
         print(
             textwrap.fill(

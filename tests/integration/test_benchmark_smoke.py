@@ -25,7 +25,9 @@ def test_benchmark_runs_every_part_and_reports_them(kafka: Any, tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text())
-    for part in ("ceiling", "floor", "connector", "connector_avro", "floor_small", "connector_small"):
+    parts = ("ceiling", "floor", "connector", "connector_avro", "floor_small", "connector_small", "connector_alo",
+             "connector_small_alo")  # fmt: skip
+    for part in parts:
         figures = result["median"][part]
         assert figures["events_per_s"] > 0 and figures["cpu_s_per_million"] > 0 and figures["peak_rss_mb"] > 0
     assert result["ratios"]["connector_to_floor"] > 0 and result["ratios"]["connector_small_to_floor_small"] > 0
@@ -38,3 +40,4 @@ def test_benchmark_runs_every_part_and_reports_them(kafka: Any, tmp_path: Path) 
     assert slow["events_resolved"] > 0 and slow["peak_rss_mb"] >= slow["rss_mb_at_100pct"] > 0
     assert "connector / floor" in done.stdout and "latency-bound" in done.stdout
     assert "guarantees of the floor" in done.stdout
+    assert "exactly_once_cost" in result["ratios"] and "exactly-once dead letters cost" in done.stdout
