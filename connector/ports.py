@@ -351,6 +351,7 @@ class FakeTransactions:
         self.letters: list[tuple[Any, Reason]] = []  # visible to a read_committed reader, in order
         self.aborted: list[tuple[Any, Reason]] = []  # written in transactions that were refused
         self._job: tuple[Any, ...] | None = None
+        self._forgotten: set[TopicPartitionKey] = set()  # let go while the job waited for its answer
         self.failing = False
         self.halt_reason: str | None = None
 
@@ -360,6 +361,8 @@ class FakeTransactions:
 
     def forget(self, tp: TopicPartitionKey) -> None:
         self._stage.forget(tp)
+        if self._job is not None:
+            self._forgotten.add(tp)
 
     @property
     def staged(self) -> int:
@@ -396,9 +399,10 @@ class FakeTransactions:
             error = CommitFailed("fenced: the member left the group")
         elif foreign := [tp for tp in offsets if tp not in group.member.assignment]:
             error = CommitFailed(f"fenced: not assigned to this member: {foreign}")
+        forgotten, self._forgotten = self._forgotten, set()
         if error is not None:
             self.aborted += [(s.msg, s.reason) for _, s in letters]
-            self._stage.put_back(letters)
+            self._stage.put_back([(tp, s) for tp, s in letters if tp not in forgotten])
             self.failing = True
             return error
         self.letters += [(s.msg, s.reason) for _, s in letters]

@@ -39,7 +39,7 @@ import socket
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -52,6 +52,7 @@ from connector.dlq import (
     METADATA_TIMEOUT_S,
     MISSING_TOPIC,
     PASSING,
+    UNAUTHORIZED,
     Letter,
     cut_to_fit,
     headers_for,
@@ -137,6 +138,9 @@ class _Job:
     group_metadata: Any
     answer: Answer | None
     future: Future[Exception | None] | None = None
+    # Partitions let go while the transaction ran: if it fails, their letters are not put back (the next
+    # owner writes them; put back, they would be written twice should the partition come back here).
+    forgotten: set[TopicPartitionKey] = field(default_factory=set)
 
 
 class TransactionalDeadLetters:
@@ -182,6 +186,8 @@ class TransactionalDeadLetters:
     def forget(self, tp: TopicPartitionKey) -> None:
         """``tp`` was let go without a final commit: its next owner stages its letters again."""
         dropped = self._stage.forget(tp)
+        if self._job is not None:
+            self._job.forgotten.add(tp)
         if dropped:
             log.info("%s[%d]: %d dead letter(s) not committed here; the next owner writes them", *tp, dropped)
 
@@ -225,7 +231,7 @@ class TransactionalDeadLetters:
         With ``on_done``: in the worker; ``on_done(None | CommitFailed)`` runs inside a later :meth:`poll`.
         Without: now, after the transaction in progress; raises :class:`CommitFailed`."""
         if self._job is not None:
-            self.flush(TIMEOUT_S * 4)
+            self.flush(TIMEOUT_S)
             if self._job is not None:
                 raise CommitFailed("the previous transaction did not finish")
         tps = [TopicPartition(t, p, off, metadata=metadata.get((t, p), "")) for (t, p), off in offsets.items()]
@@ -263,7 +269,7 @@ class TransactionalDeadLetters:
             self.failing = False
             self._halt_reason = None
             return
-        self._stage.put_back(job.letters)
+        self._stage.put_back([(tp, staged) for tp, staged in job.letters if tp not in job.forgotten])
         self.failing = True
 
     def _transaction(self, job: _Job) -> Exception | None:
@@ -274,8 +280,9 @@ class TransactionalDeadLetters:
                 p.init_transactions(TIMEOUT_S)  # aborts what a predecessor with this id left open
                 self._initialized = True
             p.begin_transaction()
-        except KafkaException as exc:
-            return self._refused_transaction(exc.args[0], "starting a transaction", abort=False)
+        except KafkaException as exc:  # a transaction left in an abortable state is aborted (then retried)
+            err = exc.args[0]
+            return self._refused_transaction(err, "starting a transaction", abort=err.txn_requires_abort())
         self._delivery_errors = []
         try:
             for tp, staged in job.letters:
@@ -313,11 +320,14 @@ class TransactionalDeadLetters:
                 return
             except BufferError:
                 self._producer.poll(0.5)
-            except KafkaException as exc:
+            except KafkaException as exc:  # the letter refused before it was queued
                 err = exc.args[0]
-                if judge(err.code(), retriable=err.retriable(), fatal=err.fatal(), cut=staged.cut) == CUT:
+                verdict = judge(err.code(), retriable=err.retriable(), fatal=err.fatal(), cut=staged.cut)
+                if verdict == CUT:
                     self._note_cut(tp, staged, err)
                     continue
+                if verdict != PASSING:
+                    self._halt_reason = verdict
                 raise
 
     def _note_cut(self, tp: TopicPartitionKey, staged: Staged, err: KafkaError) -> None:
@@ -348,10 +358,11 @@ class TransactionalDeadLetters:
         return topic is not None and topic.error is None
 
     def _refused_transaction(self, err: KafkaError, doing: str, *, abort: bool) -> CommitFailed:
+        """A transaction refused as a whole. Only a fatal producer or a refused authorization is a halt:
+        the rest passes (a stale member after a rebalance, a coordinator moving, a broker restarting), and
+        what a letter itself was refused for was judged when it was produced or delivered."""
         verdict = judge(err.code(), retriable=err.retriable(), fatal=err.fatal())
-        if verdict == FATAL or err.fatal():
-            self._halt_reason = FATAL
-        elif verdict not in (PASSING, CUT) and self._halt_reason is None:
+        if verdict in (FATAL, UNAUTHORIZED):
             self._halt_reason = verdict
         if abort and not err.fatal():
             try:
