@@ -194,7 +194,9 @@ class TransactionalDeadLetters:
     def poll(self) -> None:
         """Serve the answer of a finished transaction (``answer`` runs in the caller's thread)."""
         job = self._job
-        if job is not None and job.future is not None and job.future.done():
+        if job is None:
+            self._producer.poll(0)  # the client's statistics and error callbacks (kafka_signals), when idle
+        elif job.future is not None and job.future.done():
             self._finish(job)
 
     def flush(self, timeout_s: float) -> int:
