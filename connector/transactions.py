@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 # completing the previous transaction (CONCURRENT_TRANSACTIONS): 100 ms by default, which made
 # back-to-back transactions take about 110 ms on a local broker; at 10 ms they take about 15 ms.
 TRANSACTION_PRODUCER_PROPS: dict[str, Any] = {"retry.backoff.ms": 10, "linger.ms": 5}
+TRANSACTION_TIMEOUT_MS = 10_000  # at least; see TransactionalDeadLetters.__init__
 TIMEOUT_S = 30.0  # one call of the transactional API (init, send offsets, commit, abort)
 COMMIT_RETRIES = 3  # a commit_transaction that fails with a retriable error is called again this often
 
@@ -157,9 +158,13 @@ class TransactionalDeadLetters:
             "enable.idempotence": True,
             "acks": "all",
         }
-        # librdkafka refuses a message timeout longer than the transaction timeout.
+        # A transaction lasts milliseconds; one left open by a killed instance (whose successor has another
+        # transactional.id) holds up read_committed readers of the dead-letter topic and the next owner's
+        # committed offsets until it times out: not the 60 s default, but the letters' delivery timeout
+        # (librdkafka refuses a message timeout longer than the transaction's), at least 10 s.
         timeout_ms = int(merged.get("message.timeout.ms", 30_000))
-        merged["transaction.timeout.ms"] = max(int(merged.get("transaction.timeout.ms", 60_000)), timeout_ms)
+        merged.setdefault("transaction.timeout.ms", max(TRANSACTION_TIMEOUT_MS, timeout_ms))
+        merged["transaction.timeout.ms"] = max(int(merged["transaction.timeout.ms"]), timeout_ms)
         self._producer = Producer(merged)
         self._max_bytes = message_max_bytes(merged)
         self._topic = topic

@@ -17,6 +17,7 @@ What it fixes, so that the rest of the pipeline cannot get it wrong:
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ AssignCallback = Callable[[list[Assigned]], None]
 RevokeCallback = Callable[[list[TopicPartitionKey]], None]
 
 
+# How long an assignment waits for committed offsets withheld behind an open transaction (below
+# max.poll.interval.ms, 300 s by default): a killed member's transaction times out after the
+# transactional producer's transaction.timeout.ms plus the broker's abort check (10 s).
+COMMITTED_WAIT_S = 150.0
+
+
 class KafkaSource:
     """Consumes the subscribed topics in batches; commits only what it is told to."""
 
@@ -107,14 +114,34 @@ class KafkaSource:
     def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assigned: list[Assigned] = []
         if partitions:
-            committed = consumer.committed(partitions, timeout=self._committed_timeout_s)
-            for tp in committed:
+            for tp in self._committed_offsets(consumer, partitions):
                 offset = tp.offset if tp.offset >= 0 else None
                 assigned.append(Assigned((tp.topic, tp.partition), offset, tp.metadata or ""))
         self._assigned.update(a.tp for a in assigned)
         log.info("partitions assigned: %s", sorted(a.tp for a in assigned))
         if self._on_assign is not None:
             self._on_assign(assigned)
+
+    def _committed_offsets(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets and metadata. The broker withholds them while a transaction that
+        commits offsets for them is open (exactly-once dead letters): after a previous owner was killed
+        in the middle of one, until its instance restarts with the same transactional.id or the
+        transaction times out. Timeouts are retried up to COMMITTED_WAIT_S; a longer wait fails."""
+        deadline = time.monotonic() + max(COMMITTED_WAIT_S, self._committed_timeout_s)
+        while True:
+            try:
+                return list(consumer.committed(partitions, timeout=self._committed_timeout_s))
+            except KafkaException as exc:
+                err = exc.args[0]
+                passing = err.retriable() or err.code() in (KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT)
+                if not passing or time.monotonic() >= deadline:
+                    raise
+                log.warning(
+                    "reading the committed offsets of %d partition(s) timed out (%s); a transaction "
+                    "of their previous owner may still be open; asking again",
+                    len(partitions),
+                    err.name(),
+                )
 
     def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
