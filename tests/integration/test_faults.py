@@ -167,19 +167,56 @@ class Bed:
         return {pos: e.expect.split(":", 1)[1] for e, pos in zip(self.stream.events, self.positions, strict=True)
                 if e.expect.startswith("dead")}  # fmt: skip
 
-    def dead_letters(self) -> dict[tuple[int, int], dict[str, str]]:
-        """Dead letters by source (partition, offset); the topic is at-least-once, so keyed."""
-        out: dict[tuple[int, int], dict[str, str]] = {}
-        for msg in self.kafka.read_all(self.dlq):
+    def dead_letter_topic_settled(self) -> bool:
+        """No transaction is open on the dead-letter topic: its last stable offset is its end offset, so a
+        ``read_committed`` reader sees every letter of every transaction that ended."""
+        try:
+            stable = self.kafka.end_offsets(self.dlq, committed_only=True)
+            return stable == self.kafka.end_offsets(self.dlq)
+        except KafkaException:  # e.g. leader epochs settling after a broker restart
+            return False
+
+    def committed_dead_letter_messages(self, settle_s: float = 75.0) -> list[Any]:
+        """The dead-letter topic as a consumer with ``isolation.level=read_committed`` reads it, in the order
+        read (by partition and offset: the records of aborted transactions and the markers are skipped).
+
+        First waits up to ``settle_s`` for the transactions open on the topic to end (``settle_s`` 0: reads
+        what is committed now). 75 s covers a transaction left open by a SIGKILLed member whose successor has
+        another ``transactional.id``: the broker aborts it after ``transaction.timeout.ms`` (60 s by default)
+        plus its abort check interval (10 s)."""
+        if settle_s > 0:
+            try:
+                wait_until(self.dead_letter_topic_settled, settle_s, "the transactions open on the dead-letter "
+                           "topic to end (its last stable offset to reach its end offset)", interval=0.5)  # fmt: skip
+            except AssertionError as exc:
+                ends, stable = self.kafka.end_offsets(self.dlq), self.kafka.end_offsets(self.dlq, committed_only=True)
+                raise AssertionError(f"{exc}: end offsets {ends}, last stable offsets {stable}") from None
+        return self.kafka.read_all(self.dlq)
+
+    def committed_dead_letters(self, settle_s: float = 75.0) -> list[tuple[int, int, dict[str, str]]]:
+        """(source partition, source offset, headers) of each letter a ``read_committed`` reader sees, in the
+        order read; duplicates are kept (see :meth:`committed_dead_letter_messages`)."""
+        out = []
+        for msg in self.committed_dead_letter_messages(settle_s):
             h = header_map(msg)
-            pos = (int(h["__connect.errors.partition"]), int(h["__connect.errors.offset"]))
-            assert h["__connect.errors.topic"] == self.topic
+            assert h.get("__connect.errors.topic") == self.topic, h
+            out.append((int(h["__connect.errors.partition"]), int(h["__connect.errors.offset"]), h))
+        return out
+
+    def dead_letters(self) -> dict[tuple[int, int], dict[str, str]]:
+        """Committed dead letters by source (partition, offset); keyed, so a letter written twice (at least
+        once: ``dead_letter.exactly_once`` false) counts once (:meth:`assert_dead_letters_exactly_once` does not)."""
+        out: dict[tuple[int, int], dict[str, str]] = {}
+        for partition, offset, h in self.committed_dead_letters():
+            pos = (partition, offset)
             assert pos not in out or out[pos]["__connect.errors.stage"] == h["__connect.errors.stage"], pos
             out[pos] = h
         return out
 
-    def dead_letter_count(self) -> int:
-        return sum(self.kafka.end_offsets(self.dlq).values())
+    def dead_letter_count(self, settle_s: float = 75.0) -> int:
+        """Dead letters a ``read_committed`` reader sees, copies included (not the end offsets: those count
+        the letters of aborted transactions and the transaction markers too)."""
+        return len(self.committed_dead_letter_messages(settle_s))
 
     # -- the final checks
 
@@ -197,6 +234,52 @@ class Bed:
         assert got.keys() - expected.keys() == set(), "records dead-lettered that are valid"
         assert expected.keys() - got.keys() == set(), "invalid records missing from the dead-letter topic"
         assert got == expected
+
+    def assert_dead_letters_exactly_once(self, settle_s: float = 75.0) -> None:
+        """What a ``read_committed`` reader of the dead-letter topic sees: every invalid record exactly once
+        (its own bytes, its stage, a reason), and no valid record."""
+        expected = self.expected_dead()
+        value_at = {pos: e.value for e, pos in zip(self.stream.events, self.positions, strict=True)}
+        copies: Counter[tuple[int, int]] = Counter()
+        wrong_stage: dict[tuple[int, int], tuple[str | None, str | None]] = {}
+        no_reason: list[tuple[int, int]] = []
+        wrong_value: list[tuple[int, int]] = []
+        letters = self.committed_dead_letter_messages(settle_s)
+        for msg in letters:
+            h = header_map(msg)
+            assert h.get("__connect.errors.topic") == self.topic, h
+            pos = (int(h["__connect.errors.partition"]), int(h["__connect.errors.offset"]))
+            copies[pos] += 1
+            if pos in expected and h.get("__connect.errors.stage") != expected[pos]:
+                wrong_stage[pos] = (h.get("__connect.errors.stage"), expected[pos])
+            if not h.get("__connect.errors.exception.class.name") or not h.get("__connect.errors.exception.message"):
+                no_reason.append(pos)
+            if msg.value() != value_at.get(pos):
+                wrong_value.append(pos)
+        doubled = {pos: n for pos, n in sorted(copies.items()) if n > 1}
+        missing = sorted(expected.keys() - copies.keys())
+        valid = sorted(copies.keys() - expected.keys())
+        problems = []
+        if doubled:
+            extra = sum(doubled.values()) - len(doubled)
+            problems.append(f"{len(doubled)} invalid records written more than once ({extra} extra copies): "
+                            f"{list(doubled.items())[:10]}")  # fmt: skip
+        if missing:
+            problems.append(f"{len(missing)} invalid records missing: {missing[:10]}")
+        if valid:
+            problems.append(f"{len(valid)} records dead-lettered that are valid: {valid[:10]}")
+        if wrong_stage:
+            problems.append(f"{len(wrong_stage)} letters with the wrong stage (got, expected): "
+                            f"{list(wrong_stage.items())[:10]}")  # fmt: skip
+        if no_reason:
+            problems.append(f"{len(no_reason)} letters without a reason (exception class name and message): "
+                            f"{no_reason[:10]}")  # fmt: skip
+        if wrong_value:
+            problems.append(f"{len(wrong_value)} letters whose value is not their record's: {wrong_value[:10]}")
+        assert not problems, (
+            f"read_committed reader of {self.dlq}: {len(letters)} letters for {len(expected)} invalid records; "
+            + "; ".join(problems)
+        )
 
     def assert_delivered(self, procs: list[ConnectorProcess], timeout: float = 60) -> None:
         self.wait_committed(procs, timeout)
