@@ -9,10 +9,12 @@ the dead-letter topic, no valid one, and every profile engaged as often as its e
 A member SIGKILLed here is restarted with the same ``dead_letter.transactional_id``, as a container restarted
 in its pod is (there the default id, ``<group>-<host name>-<process id>``, stays the same), so that, as
 connector.transactions promises, the restart aborts the transaction its predecessor left open at once
-(``test_a_restart_aborts_the_transaction_its_predecessor_left_open`` checks that promise on its own). With
-another id the broker aborts it only after ``transaction.timeout.ms`` (60 s), and readers of the dead-letter
-topic and the group's offsets wait that long. The graceful rebalance and the broker restart use the default
-ids. The test bed and its checks are those of ``test_faults.py``.
+(``test_a_restart_aborts_the_transaction_its_predecessor_left_open`` checks that promise on its own; the other
+tests allow for a restart that waits for the broker to abort it). With another id the broker aborts it only
+after ``transaction.timeout.ms`` (the letters' delivery timeout, 30 s by default, plus up to 10 s for the
+broker's check), and readers of the dead-letter topic and the group's offsets wait that long. The graceful
+rebalance and the broker restart use the default ids. The test bed and its checks are those of
+``test_faults.py``.
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ def assert_outcome(bed: Bed, procs: list[ConnectorProcess], timeout: float) -> N
 # ----------------------------------------------------------------------------------------------- the scenarios
 
 
+@pytest.mark.timeout(240)  # each restart may wait for a killed transaction to time out (see the module)
 def test_sigkills_at_random_moments_write_each_dead_letter_once(make_bed: Callable[..., Bed]) -> None:
     """A member is SIGKILLed three times at random moments while it works the stream (batches in flight,
     letters staged, transactions open or on their way) and restarted each time: a read_committed reader of
@@ -157,15 +160,16 @@ def test_sigkills_at_random_moments_write_each_dead_letter_once(make_bed: Callab
     proc = bed.process(settings_for(bed, "member", max_items=50, max_in_flight=4, altcraft=one_each))
     proc.start()
     for kill in range(1, 4):
-        # A restart waits for the killed member's session (6 s) to expire before it gets the partitions.
-        wait_reading(bed, proc, 30, f"run {proc.runs} to read records")
+        # A restart waits for the killed member's session (6 s) to expire before it gets the partitions, and
+        # for a transaction the kill left open to be aborted (at once, or after it times out: see the module).
+        wait_reading(bed, proc, 60, f"run {proc.runs} to read records")
         delay = rng.uniform(0.3, 3.0)
         time.sleep(delay)
         assert_unfinished(bed, f"kill {kill}")
         proc.kill()
         print(f"kill {kill} {delay:.2f} s after run {proc.runs} read records; committed {committed_now(bed)}")
         proc.start()
-    wait_reading(bed, proc, 30, f"run {proc.runs} to read records")
+    wait_reading(bed, proc, 60, f"run {proc.runs} to read records")
     assert_outcome(bed, [proc], timeout=90)
     code, _ = proc.terminate()
     assert code == 0, proc.log_tail()
@@ -230,6 +234,7 @@ def staged_ahead(bed: Bed, proc: ConnectorProcess, committed_at_start: int, lett
     return read_ahead(bed, proc, committed_at_start) >= n and staged > 0
 
 
+@pytest.mark.timeout(240)  # each restart may wait for a killed transaction to time out (see the module)
 def test_slow_api_with_a_large_read_ahead_and_sigkills_writes_each_dead_letter_once(
     make_bed: Callable[..., Bed],
 ) -> None:
@@ -248,7 +253,7 @@ def test_slow_api_with_a_large_read_ahead_and_sigkills_writes_each_dead_letter_o
         committed_at_start = sum((committed_now(bed) or {}).values())
         letters_at_start = bed.dead_letter_count(settle_s=0)
         proc.start()
-        wait_until(lambda: staged_ahead(bed, proc, committed_at_start, letters_at_start, 1_500), 60,  # noqa: B023
+        wait_until(lambda: staged_ahead(bed, proc, committed_at_start, letters_at_start, 1_500), 90,  # noqa: B023
                    f"run {proc.runs} to read 1,500 records ahead with letters staged")  # fmt: skip
         ahead = letters_ahead_of_the_commit(bed)
         assert not ahead, f"committed dead letters of records not yet committed past: {ahead[:10]}"
@@ -322,7 +327,7 @@ def test_a_restart_aborts_the_transaction_its_predecessor_left_open(make_bed: Ca
     """A member is SIGKILLed inside a commit: its transaction holds a dead letter and the offset past that
     letter's record. Restarted with the same transactional.id (a container restarted in its pod), it aborts
     that transaction at once and carries on, rather than waiting for the broker to abort it after
-    transaction.timeout.ms (60 s): the aborted letter is never seen, its record's letter is written once."""
+    transaction.timeout.ms (30 s or more): the aborted letter is never seen, its record's letter is written once."""
     bed = make_bed(4_000, 2, invalid_share=0.03, seed=57)
     txn_id = f"{bed.group}-member"
     partition, offset = min(bed.expected_dead())  # the first invalid record of partition 0
@@ -335,7 +340,7 @@ def test_a_restart_aborts_the_transaction_its_predecessor_left_open(make_bed: Ca
     proc = bed.process(settings_for(bed, "member"), name="member")  # the same transactional.id
     proc.start()
     # The predecessor's session (6 s) expires first; then the member reads at once.
-    wait_reading(bed, proc, 20, "the restarted member to read records (the transaction timeout is 60 s)")
+    wait_reading(bed, proc, 20, "the restarted member to read records (the transaction times out after 30 s)")
     assert_outcome(bed, [proc], timeout=60)
     code, _ = proc.terminate()
     assert code == 0, proc.log_tail()

@@ -182,8 +182,8 @@ class Bed:
 
         First waits up to ``settle_s`` for the transactions open on the topic to end (``settle_s`` 0: reads
         what is committed now). 75 s covers a transaction left open by a SIGKILLed member whose successor has
-        another ``transactional.id``: the broker aborts it after ``transaction.timeout.ms`` (60 s by default)
-        plus its abort check interval (10 s)."""
+        another ``transactional.id``: the broker aborts it after ``transaction.timeout.ms`` (the connector's is
+        at most librdkafka's default, 60 s) plus its abort check interval (10 s)."""
         if settle_s > 0:
             try:
                 wait_until(self.dead_letter_topic_settled, settle_s, "the transactions open on the dead-letter "
