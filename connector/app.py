@@ -35,7 +35,7 @@ from connector.health import HealthServer, HealthState
 from connector.logs import DeadLetterLog, HaltLog, UnexpectedLog
 from connector.metrics import Metrics
 from connector.models import ImportItem, Reason, SendOutcome, TopicPartitionKey, Unsent
-from connector.partition import Partition, backlog_limit
+from connector.partition import Partition, backlog_limit, plan_dispatch
 from connector.ports import DeadLetterSink, Record, Source, TransactionalSink
 from connector.replay import request_id
 from connector.routing import Route
@@ -89,6 +89,7 @@ class Connector:
         dl = settings.dead_letter
         self._breaker = Breaker(dl.breaker_window, dl.breaker_max_share, dl.breaker_max_consecutive)
         self._last_gauges = 0.0
+        self._dispatches = 0
         self._commits = Commits(parts.source, self.partitions, parts.metrics, clock, parts.transactions)
         self._unexpected_log, self._halt_log = UnexpectedLog(), HaltLog()
 
@@ -111,6 +112,8 @@ class Connector:
     def start(self) -> None:
         if self._p.health_server is not None:
             self._p.health_server.start()
+        if self._p.transactions is not None:  # before joining: aborts what a predecessor left open
+            self._p.transactions.init()
         self._p.source.subscribe(
             self.settings.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -276,19 +279,12 @@ class Connector:
             return  # halted: the in-flight senders probe; nothing new goes out
         recording = sum(part.recording for part in self.partitions.values())
         capacity = self.settings.altcraft.max_in_flight - self._p.senders.inflight - recording
-        planned: list[tuple[Partition, Batch]] = []
-        for part in self.partitions.values():
-            if capacity <= 0:
-                break
-            chosen = part.ready_to_send(now, capacity)
-            capacity -= len(chosen)
-            planned += [(part, batch) for batch in chosen]
+        self._dispatches += 1
+        planned = plan_dispatch(list(self.partitions.values()), capacity, now, self._dispatches)
         if not planned:
             return
         # Recorded before sent: one commit names every range about to be sent; its confirmation (served
         # inside a later consume; at once when ``sync``, in a revoke) hands them to the senders.
-        for part, batch in planned:
-            part.record(batch)
         recorded = {part.tp: part.metadata() for part in {part for part, _ in planned}}
         if sync:
             self._recorded(planned, self._commits.commit(recorded, None))

@@ -39,6 +39,29 @@ def backlog_limit(max_in_flight: int, per_partition: int, partitions: int) -> in
     return max(BACKLOG_PAUSE, min(per_partition, max_in_flight // max(1, partitions)))
 
 
+def plan_dispatch(parts: list[Partition], capacity: int, now: float, turn: int) -> list[tuple[Partition, Batch]]:
+    """The batches to record (and then send) now, at most ``capacity``, each already :meth:`~Partition.record`-ed.
+
+    Fair shares: first one batch per partition, then the rest of the capacity; the partition that goes
+    first turns with ``turn``. (In assignment order, the first partitions took every free request and
+    the last ones starved while those had batches ready: measured with 4 partitions, 2 in flight and a
+    0.15 s API, committed offsets after 6 s were 2,648 / 2,591 / 100 / 0.)"""
+    if parts:
+        k = turn % len(parts)
+        parts = parts[k:] + parts[:k]
+    planned: list[tuple[Partition, Batch]] = []
+    for share in (1, capacity):
+        for part in parts:
+            if capacity <= 0:
+                break
+            chosen = part.ready_to_send(now, min(share, capacity))
+            capacity -= len(chosen)
+            for batch in chosen:  # recorded at once: the next pass sees it as busy
+                part.record(batch)
+                planned.append((part, batch))
+    return planned
+
+
 # Commit metadata is kept within the broker's default offset.metadata.max.bytes (4,096): a partition
 # starts no new batch while the ranges it records would not fit (about 180 ranges); they shrink as the
 # oldest batches resolve.
@@ -132,8 +155,8 @@ class Partition:
             if room < 0:
                 break
             out.append(batch)
-        if len(out) < len(chosen):
-            self._changed = True  # try the rest again next time
+        if len(out) < len(chosen) or len(out) == limit:
+            self._changed = True  # try the rest again next time (or in the loop's next pass)
         return out
 
     def record(self, batch: Batch) -> None:

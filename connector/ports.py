@@ -90,6 +90,9 @@ class TransactionalSink(DeadLetterSink, Protocol):
     """A dead-letter sink that also commits offsets: each commit one transaction with the staged letters
     below the new offsets (real: :class:`connector.transactions.TransactionalDeadLetters`)."""
 
+    def init(self) -> None:
+        """Before the group is joined: abort what a predecessor with the same transactional id left open."""
+
     @property
     def busy(self) -> bool: ...
     def commit(
@@ -358,6 +361,9 @@ class FakeTransactions:
     def publish(self, msg: Any, reason: Reason, done: Done) -> None:
         self._stage.add((msg.topic(), msg.partition()), Staged(msg.offset(), msg, reason))
         done()
+
+    def init(self) -> None:
+        pass
 
     def forget(self, tp: TopicPartitionKey) -> None:
         self._stage.forget(tp)

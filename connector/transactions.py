@@ -36,9 +36,10 @@ import contextlib
 import logging
 import os
 import socket
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +72,9 @@ log = logging.getLogger(__name__)
 # back-to-back transactions take about 110 ms on a local broker; at 10 ms they take about 15 ms.
 TRANSACTION_PRODUCER_PROPS: dict[str, Any] = {"retry.backoff.ms": 10, "linger.ms": 5}
 TRANSACTION_TIMEOUT_MS = 10_000  # at least; see TransactionalDeadLetters.__init__
-TIMEOUT_S = 30.0  # one call of the transactional API (init, send offsets, commit, abort)
-COMMIT_RETRIES = 3  # a commit_transaction that fails with a retriable error is called again this often
+TIMEOUT_S = 20.0  # one call of the transactional API (init, send offsets, commit, abort)
+COMMIT_RETRIES = 1  # a commit_transaction that fails with a retriable error is called again this often
+STUCK_S = 120.0  # a transaction not finished by then is given up (longer than its calls' timeouts together)
 
 Done = Callable[[], None]
 Answer = Callable[[Exception | None], None]
@@ -138,18 +140,29 @@ class _Job:
     letters: list[tuple[TopicPartitionKey, Staged]]
     group_metadata: Any
     answer: Answer | None
-    future: Future[Exception | None] | None = None
+    producer: Any  # the producer it runs on (a stuck one is replaced; its job keeps the old one)
+    started: float = 0.0
+    done: threading.Event = field(default_factory=threading.Event)
+    error: Exception | None = None
+    delivery_errors: list[tuple[Staged, KafkaError]] = field(default_factory=list)
+    topic_missing: bool = False  # the transaction failed and the broker says the dead-letter topic is missing
     # Partitions let go while the transaction ran: if it fails, their letters are not put back (the next
     # owner writes them; put back, they would be written twice should the partition come back here).
     forgotten: set[TopicPartitionKey] = field(default_factory=set)
 
 
 class TransactionalDeadLetters:
-    """The dead-letter sink and the committer of offsets, as Kafka transactions (see the module)."""
+    """The dead-letter sink and the committer of offsets, as Kafka transactions (see the module).
+
+    Each transaction runs in a daemon thread of its own, so that one that hangs inside librdkafka (seen
+    after a broker restart: ``send_offsets_to_transaction`` past its timeout) can be given up: after
+    :data:`STUCK_S` the job counts as failed, its letters go back to the stage, and a new producer with
+    the same ``transactional.id`` takes over (its ``init_transactions`` fences the stuck one)."""
 
     transactional = True
 
-    def __init__(self, props: dict[str, Any], topic: str, transactional_id: str) -> None:
+    def __init__(self, props: dict[str, Any], topic: str, transactional_id: str, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         merged = {
             **DEFAULT_PRODUCER_PROPS,
             **TRANSACTION_PRODUCER_PROPS,
@@ -165,17 +178,29 @@ class TransactionalDeadLetters:
         timeout_ms = int(merged.get("message.timeout.ms", 30_000))
         merged.setdefault("transaction.timeout.ms", max(TRANSACTION_TIMEOUT_MS, timeout_ms))
         merged["transaction.timeout.ms"] = max(int(merged["transaction.timeout.ms"]), timeout_ms)
+        self._props = merged
         self._producer = Producer(merged)
         self._max_bytes = message_max_bytes(merged)
         self._topic = topic
         self._id = transactional_id
+        self._clock = clock
         self._stage = Stage()
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="transactions")
-        self._job: _Job | None = None  # the transaction in the worker, until its answer is served
+        self._job: _Job | None = None  # the transaction running, until its answer is served
         self._initialized = False
         self.failing = False  # the last transaction failed and none succeeded since
         self._halt_reason: str | None = None
-        self._delivery_errors: list[tuple[Staged, KafkaError]] = []  # of the transaction in progress
+        self._refusal: str | None = None  # what the last refused letter was refused for (logged once a change)
+
+    def init(self) -> None:
+        """``init_transactions`` before the group is joined: it aborts what a predecessor with this id left
+        open, which would otherwise withhold the group's committed offsets from the next owner until it
+        times out. A failure is logged; the first commit tries again."""
+        try:
+            self._producer.init_transactions(TIMEOUT_S)
+            self._initialized = True
+        except KafkaException as exc:
+            log.warning("initialising transactions (transactional.id %s) failed: %s; retried at the first "
+                        "commit", self._id, exc.args[0])  # fmt: skip
 
     # -- the sink
 
@@ -197,20 +222,22 @@ class TransactionalDeadLetters:
             log.info("%s[%d]: %d dead letter(s) not committed here; the next owner writes them", *tp, dropped)
 
     def poll(self) -> None:
-        """Serve the answer of a finished transaction (``answer`` runs in the caller's thread)."""
+        """Serve the answer of a finished transaction (``answer`` runs in the caller's thread); give up on
+        one that overran :data:`STUCK_S`."""
         job = self._job
         if job is None:
             self._producer.poll(0)  # the client's statistics and error callbacks (kafka_signals), when idle
-        elif job.future is not None and job.future.done():
+        elif job.done.is_set():
+            self._finish(job)
+        elif self._clock() - job.started > STUCK_S:
+            self._give_up(job)
             self._finish(job)
 
     def flush(self, timeout_s: float) -> int:
-        """Wait for the transaction in progress; returns the letters still staged."""
+        """Wait for the transaction in progress (at most ``timeout_s``); returns the letters still staged."""
         job = self._job
-        if job is not None and job.future is not None:
-            try:
-                job.future.result(timeout=timeout_s)
-            except TimeoutError:
+        if job is not None:
+            if not job.done.wait(max(0.0, timeout_s)):
                 return len(self._stage) + len(job.letters)
             self._finish(job)
         return len(self._stage)
@@ -235,39 +262,46 @@ class TransactionalDeadLetters:
     ) -> None:
         """One transaction: the staged letters below ``offsets``, then the offsets with their metadata.
 
-        With ``on_done``: in the worker; ``on_done(None | CommitFailed)`` runs inside a later :meth:`poll`.
-        Without: now, after the transaction in progress; raises :class:`CommitFailed`."""
+        With ``on_done``: ``on_done(None | CommitFailed)`` runs inside a later :meth:`poll`. Without: after
+        the transaction in progress, waiting for it at most :data:`STUCK_S`; raises :class:`CommitFailed`."""
         if self._job is not None:
-            self.flush(TIMEOUT_S)
+            self.flush(STUCK_S)
             if self._job is not None:
-                raise CommitFailed("the previous transaction did not finish")
+                self._give_up(self._job)
+                self._finish(self._job)
         tps = [TopicPartition(t, p, off, metadata=metadata.get((t, p), "")) for (t, p), off in offsets.items()]
-        job = _Job(tps, self._stage.take(offsets), group_metadata, on_done)
+        job = _Job(tps, self._stage.take(offsets), group_metadata, on_done, self._producer, self._clock())
         self._job = job
+        threading.Thread(target=self._run, args=(job,), name="transaction", daemon=True).start()
         if on_done is not None:
-            job.future = self._worker.submit(self._transaction, job)
             return
-        error = self._transaction(job)
-        self._job = None
-        self._settle(job, error)
-        if error is not None:
-            raise error if isinstance(error, CommitFailed) else CommitFailed(str(error))
+        if not job.done.wait(STUCK_S):
+            self._give_up(job)
+        self._finish(job)
+        if job.error is not None:
+            raise job.error if isinstance(job.error, CommitFailed) else CommitFailed(str(job.error))
 
     def close(self) -> None:
+        """Wait a little for the transaction in progress; never for a stuck one (its thread is a daemon)."""
         self.flush(TIMEOUT_S)
-        self._worker.shutdown(wait=True)
         with contextlib.suppress(Exception):  # closing only
             self._producer.flush(5.0)
 
-    # -- inside
+    # -- inside (the loop's thread)
 
     def _finish(self, job: _Job) -> None:
-        assert job.future is not None
-        error = job.future.result()
         self._job = None
-        self._settle(job, error)
+        self._settle(job, job.error)
         if job.answer is not None:
-            job.answer(error)
+            job.answer(job.error)
+
+    def _give_up(self, job: _Job) -> None:
+        """A transaction overran: failed, as far as anyone waits for it; its producer is replaced."""
+        log.error("a transaction (transactional.id %s) has not finished in %.0f s: giving up on it and starting "
+                  "a new producer with the same id (it fences the stuck one)", self._id, STUCK_S)  # fmt: skip
+        job.error = CommitFailed(f"the transaction did not finish in {STUCK_S:.0f} s")
+        self._producer = Producer(self._props)
+        self._initialized = False
 
     def _settle(self, job: _Job, error: Exception | None) -> None:
         if error is None:
@@ -275,25 +309,48 @@ class TransactionalDeadLetters:
                 log.warning("transactions succeed again (dead-letter topic %s)", self._topic)
             self.failing = False
             self._halt_reason = None
+            self._refusal = None
             return
         self._stage.put_back([(tp, staged) for tp, staged in job.letters if tp not in job.forgotten])
         self.failing = True
+        if job.letters and self._halt_reason is None and job.topic_missing:
+            self._halt_reason = MISSING_TOPIC
+        # A refusal of the letters themselves (not a rebalance, not a broker away): logged once a change.
+        refused = bool(job.letters) and bool(self._halt_reason or job.delivery_errors or job.topic_missing)
+        refusal = self._halt_reason or type(error).__name__
+        if refused and refusal != self._refusal:
+            (t, part), halt = job.letters[0][0], f", {self._halt_reason}" if self._halt_reason else ""
+            log.error("cannot write to the dead-letter topic %s (%s%s); %s[%d] stalls at offset %d, and with it "
+                      "every commit, until it works; retrying with each commit", self._topic, error, halt, t, part,
+                      job.letters[0][1].offset)  # fmt: skip
+        self._refusal = refusal if refused else self._refusal
+
+    # -- inside (the transaction's thread)
+
+    def _run(self, job: _Job) -> None:
+        try:
+            job.error = self._transaction(job)
+        except Exception as exc:  # a bug must not leave the loop waiting for ever
+            log.exception("a transaction failed unexpectedly")
+            job.error = CommitFailed(f"unexpected: {exc!r}")
+        finally:
+            job.done.set()
 
     def _transaction(self, job: _Job) -> Exception | None:
-        """Runs in the worker (or, synchronous, in the caller). Returns None or what failed."""
-        p = self._producer
+        """Returns None or what failed."""
+        p = job.producer
         try:
-            if not self._initialized:
+            if not self._initialized or p is not self._producer:
                 p.init_transactions(TIMEOUT_S)  # aborts what a predecessor with this id left open
-                self._initialized = True
+                if p is self._producer:
+                    self._initialized = True
             p.begin_transaction()
         except KafkaException as exc:  # a transaction left in an abortable state is aborted (then retried)
             err = exc.args[0]
-            return self._refused_transaction(err, "starting a transaction", abort=err.txn_requires_abort())
-        self._delivery_errors = []
+            return self._refused_transaction(p, err, "starting a transaction", abort=err.txn_requires_abort())
         try:
             for tp, staged in job.letters:
-                self._produce(tp, staged)
+                self._produce(job, tp, staged)
             p.send_offsets_to_transaction(job.offsets, job.group_metadata, TIMEOUT_S)
             for attempt in range(COMMIT_RETRIES + 1):
                 try:
@@ -303,11 +360,13 @@ class TransactionalDeadLetters:
                     if not exc.args[0].retriable() or attempt == COMMIT_RETRIES:
                         raise
         except KafkaException as exc:
-            self._judge_deliveries()
-            return self._refused_transaction(exc.args[0], "committing a transaction", abort=True)
+            self._judge_deliveries(job)
+            if job.letters:  # librdkafka reports a missing topic as a timeout: the broker is asked
+                job.topic_missing = self._topic_exists(p) is False
+            return self._refused_transaction(p, exc.args[0], "committing a transaction", abort=True)
         return None
 
-    def _produce(self, tp: TopicPartitionKey, staged: Staged) -> None:
+    def _produce(self, job: _Job, tp: TopicPartitionKey, staged: Staged) -> None:
         msg = staged.msg
         kind, ts = msg.timestamp()
         while True:
@@ -319,14 +378,14 @@ class TransactionalDeadLetters:
 
             def report(err: KafkaError | None, _m: Message, staged: Staged = staged) -> None:
                 if err is not None:
-                    self._delivery_errors.append((staged, err))
+                    job.delivery_errors.append((staged, err))
 
             try:
-                self._producer.produce(self._topic, value=letter.value, key=letter.key, headers=letter.headers,
-                                       timestamp=ts if kind else 0, on_delivery=report)  # fmt: skip
+                job.producer.produce(self._topic, value=letter.value, key=letter.key, headers=letter.headers,
+                                     timestamp=ts if kind else 0, on_delivery=report)  # fmt: skip
                 return
             except BufferError:
-                self._producer.poll(0.5)
+                job.producer.poll(0.5)
             except KafkaException as exc:  # the letter refused before it was queued
                 err = exc.args[0]
                 verdict = judge(err.code(), retriable=err.retriable(), fatal=err.fatal(), cut=staged.cut)
@@ -342,29 +401,25 @@ class TransactionalDeadLetters:
         log.warning("dead letter of %s[%d] offset %d is too large for the dead-letter topic %s (%s): writing at "
                     "most its first %d bytes", *tp, staged.offset, self._topic, err.name(), HEAD_BYTES)  # fmt: skip
 
-    def _judge_deliveries(self) -> None:
-        """Letters the broker refused inside the failed transaction: those too large are cut next time; a
-        delivery that timed out may mean the topic does not exist (librdkafka reports it so), so the
-        broker is asked."""
-        for staged, err in self._delivery_errors:
+    def _judge_deliveries(self, job: _Job) -> None:
+        """Letters the broker refused inside the failed transaction: those too large are cut next time."""
+        for staged, err in job.delivery_errors:
             verdict = judge(err.code(), retriable=err.retriable(), fatal=err.fatal(), cut=staged.cut)
             if verdict == CUT:
                 self._note_cut((staged.msg.topic() or "", staged.msg.partition() or 0), staged, err)
             elif verdict != PASSING:
                 self._halt_reason = verdict
-            elif err.code() == KafkaError._MSG_TIMED_OUT and not self._topic_exists():
-                self._halt_reason = MISSING_TOPIC
-        self._delivery_errors = []
 
-    def _topic_exists(self) -> bool:
+    def _topic_exists(self, producer: Any) -> bool | None:
+        """Whether the broker knows the dead-letter topic (None: it cannot be asked now)."""
         try:
-            meta = self._producer.list_topics(self._topic, timeout=METADATA_TIMEOUT_S)
+            meta = producer.list_topics(self._topic, timeout=METADATA_TIMEOUT_S)
         except KafkaException:
-            return True
+            return None
         topic = meta.topics.get(self._topic)
         return topic is not None and topic.error is None
 
-    def _refused_transaction(self, err: KafkaError, doing: str, *, abort: bool) -> CommitFailed:
+    def _refused_transaction(self, p: Any, err: KafkaError, doing: str, *, abort: bool) -> CommitFailed:
         """A transaction refused as a whole. Only a fatal producer or a refused authorization is a halt:
         the rest passes (a stale member after a rebalance, a coordinator moving, a broker restarting), and
         what a letter itself was refused for was judged when it was produced or delivered."""
@@ -373,7 +428,7 @@ class TransactionalDeadLetters:
             self._halt_reason = verdict
         if abort and not err.fatal():
             try:
-                self._producer.abort_transaction(TIMEOUT_S)
+                p.abort_transaction(TIMEOUT_S)
             except KafkaException as exc:  # the next begin_transaction reports what is left
                 log.warning("aborting a transaction failed: %s", exc.args[0])
         if not self.failing:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from connector.batching import Batch, BatchPolicy
-from connector.partition import METADATA_BUDGET, Partition, backlog_limit
+from connector.partition import METADATA_BUDGET, Partition, backlog_limit, plan_dispatch
 from connector.replay import parse_metadata
 
 TP = ("t", 0)
@@ -155,3 +155,27 @@ def test_pauses_when_backed_up_held_or_over_the_memory_budget() -> None:
     q.hold(until=2.0)
     assert q.should_pause(1.0, halted=False, stopping=False, over_budget=False)
     assert not q.should_pause(2.0, halted=False, stopping=False, over_budget=False)
+
+
+def test_requests_are_shared_among_partitions_and_none_starves() -> None:
+    parts = [Partition(("t", n), BatchPolicy(1, 1_000_000, 1.0), 20, None, "", max_in_flight=4) for n in range(4)]
+    for part in parts:
+        for off in range(20):
+            part.add(off, b"{}", None, 0.0, key=f"e:{part.tp[1]}-{off}")
+    served: list[int] = []
+    for turn in range(8):  # two requests free at each dispatch; the earlier ones are answered meanwhile
+        planned = plan_dispatch(parts, 2, 0.0, turn)
+        assert len(planned) == 2 and len({part.tp for part, _ in planned}) == 2, "one each before a second"
+        for part, batch in planned:
+            assert part.recorded(batch)
+            part.answered(batch, 0)
+            served.append(part.tp[1])
+    assert sorted(set(served)) == [0, 1, 2, 3] and max(served.count(n) for n in range(4)) == 4
+
+
+def test_a_partition_alone_takes_every_free_request_its_cap_allows() -> None:
+    part = partition(max_items=1, cap=3)
+    for off in range(10):
+        part.add(off, b"{}", None, 0.0, key=f"e:{off}")
+    planned = plan_dispatch([part], 8, 0.0, 0)
+    assert [b.first for _, b in planned] == [0, 1, 2]

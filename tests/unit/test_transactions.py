@@ -232,3 +232,27 @@ def test_a_letter_refused_for_size_even_cut_is_a_halt_of_its_own(sink: Transacti
     with pytest.raises(CommitFailed):
         sink.commit({TP: 1}, {}, "group")
     assert sink.halt_reason == TOO_LARGE
+
+
+def test_a_transaction_stuck_inside_the_client_is_given_up_and_a_new_producer_takes_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transactions, "Producer", Producer)
+    now = [0.0]
+    sink = TransactionalDeadLetters({}, "dlq", "test-id", clock=lambda: now[0])
+    stuck = producer(sink)
+    stuck.block.clear()  # send_offsets_to_transaction hangs (for 10 s in this script)
+    sink.publish(record(0), REASON, lambda: None)
+    answers: list[Exception | None] = []
+    sink.commit({TP: 1}, {}, "group", answers.append)
+    sink.poll()
+    assert answers == [] and sink.busy
+    now[0] += transactions.STUCK_S + 1
+    sink.poll()
+    assert isinstance(answers[0], CommitFailed) and not sink.busy and sink.staged == 1
+    fresh = producer(sink)
+    assert fresh is not stuck and fresh.config["transactional.id"] == "test-id"
+    sink.commit({TP: 1}, {}, "group")  # on the new producer, which initialises itself first
+    assert len(fresh.written) == 1 and fresh.calls[0] == "init" and stuck.written == []
+    stuck.block.set()
+    sink.close()
