@@ -146,6 +146,7 @@ class _Job:
     error: Exception | None = None
     delivery_errors: list[tuple[Staged, KafkaError]] = field(default_factory=list)
     topic_missing: bool = False  # the transaction failed and the broker says the dead-letter topic is missing
+    timed_out: bool = False  # it failed on a request that timed out
     # Partitions let go while the transaction ran: if it fails, their letters are not put back (the next
     # owner writes them; put back, they would be written twice should the partition come back here).
     forgotten: set[TopicPartitionKey] = field(default_factory=set)
@@ -300,6 +301,11 @@ class TransactionalDeadLetters:
         log.error("a transaction (transactional.id %s) has not finished in %.0f s: giving up on it and starting "
                   "a new producer with the same id (it fences the stuck one)", self._id, STUCK_S)  # fmt: skip
         job.error = CommitFailed(f"the transaction did not finish in {STUCK_S:.0f} s")
+        self._renew()
+
+    def _renew(self) -> None:
+        """A new producer with the same ``transactional.id``: its ``init_transactions`` (at the next commit)
+        fences the old one and aborts what it left open."""
         self._producer = Producer(self._props)
         self._initialized = False
 
@@ -313,6 +319,12 @@ class TransactionalDeadLetters:
             return
         self._stage.put_back([(tp, staged) for tp, staged in job.letters if tp not in job.forgotten])
         self.failing = True
+        if job.timed_out and job.producer is self._producer:
+            # After a broker restart librdkafka 2.16 can keep timing out on a transaction coordinator it no
+            # longer reaches (every attempt, for good: measured): a new producer finds the coordinator again.
+            log.warning("a transaction timed out: the next one starts on a new producer (transactional.id %s)",
+                        self._id)  # fmt: skip
+            self._renew()
         if job.letters and self._halt_reason is None and job.topic_missing:
             self._halt_reason = MISSING_TOPIC
         # A refusal of the letters themselves (not a rebalance, not a broker away): logged once a change.
@@ -360,6 +372,7 @@ class TransactionalDeadLetters:
                     if not exc.args[0].retriable() or attempt == COMMIT_RETRIES:
                         raise
         except KafkaException as exc:
+            job.timed_out = exc.args[0].code() in (KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT)
             self._judge_deliveries(job)
             if job.letters:  # librdkafka reports a missing topic as a timeout: the broker is asked
                 job.topic_missing = self._topic_exists(p) is False

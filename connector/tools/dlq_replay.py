@@ -15,10 +15,11 @@ duplicates for its deduplication window: nobody is engaged twice. Aligned window
 later letters the same when ``--since`` moves. Two replays with different selections form different
 groups; a letter replayed by both is sent under two keys (said in the README).
 
-**Each record once per run.** The connector may dead-letter a record more than once (dead letters are
-at-least-once): only its first letter is replayed. A letter written by ``--dead-letter-again`` names
-the letter it replaces (``altcraft.replay.of``); it is replayed on its own, in a group of its own
-window, while the letter it replaces no longer counts. If that one was sent by the earlier replay
+**Each record once per run.** The connector may dead-letter a record more than once (with
+``dead_letter.exactly_once: false``): only its first letter is replayed. A letter written by
+``--dead-letter-again`` names the letter it replaces (``altcraft.replay.of``); it is replayed on its
+own, in a group apart from the older letters of its window (whose groups and keys it leaves as they
+were), while the letter it replaces no longer counts. If that one was sent by the earlier replay
 (Altcraft rejected it), it is still sent in its old group, whose key then stays the same and whose
 answer is replayed as a duplicate, but its answer is not counted: without it the group would change,
 get a new key, and engage its other letters again.
@@ -182,11 +183,15 @@ def plan_groups(
     """Cut ``candidates`` into groups: per dead-letter partition, per window of ``max_items`` offsets
     aligned on multiples of ``max_items``, per route; a group that would exceed ``max_bytes`` as sent is
     cut before the item that would take it past. Ordered by partition and first offset."""
-    windows: dict[tuple[int, int, str], list[Candidate]] = {}
+    # A letter written by --dead-letter-again is grouped apart from the older letters of its window: it may
+    # land in a window that holds some (offsets are not contiguous: transaction markers take some), and
+    # joining their group would change its key, so that a second replay engaged them again.
+    windows: dict[tuple[int, int, str, bool], list[Candidate]] = {}
     for c in sorted(candidates, key=lambda c: (c.letter.partition, c.letter.offset)):
-        windows.setdefault((c.letter.partition, c.letter.offset // max_items, c.route), []).append(c)
+        window = (c.letter.partition, c.letter.offset // max_items, c.route, c.letter.replay_of is not None)
+        windows.setdefault(window, []).append(c)
     groups: list[ReplayGroup] = []
-    for (partition, _window, route), members in windows.items():
+    for (partition, _window, route, _again), members in windows.items():
         current: list[Candidate] = []
         size = overheads.get(route, 0)
         for c in members:

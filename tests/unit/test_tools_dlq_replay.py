@@ -105,6 +105,15 @@ def test_groups_are_aligned_windows_per_partition_and_route() -> None:
     assert [g.request_id for g in groups] == ["r/0/1-3", "r/0/5", "s/0/6", "r/0/9", "r/1/2"]
 
 
+def test_a_letter_written_again_does_not_join_the_group_of_older_letters_in_its_window() -> None:
+    older = [cand(o) for o in (15, 16)]  # the window 15-19 (transaction markers took offsets 5 and 11)
+    again = Candidate(dead(18, b"{}", **{"altcraft.replay.of": b"dlq/0/3"}), "r", b"x" * 10)
+    first = plan_groups(older, max_items=5, max_bytes=10_000, overheads={}, key=key)
+    second = plan_groups([*older, again], max_items=5, max_bytes=10_000, overheads={}, key=key)
+    assert [g.request_id for g in first] == ["r/0/15-16"]
+    assert [g.request_id for g in second] == ["r/0/15-16", "r/0/18"], "the older letters keep their key"
+
+
 def test_a_later_start_changes_only_the_first_window() -> None:
     everything = plan_groups([cand(o) for o in range(0, 12)], max_items=4, max_bytes=10_000, overheads={}, key=key)
     later = plan_groups([cand(o) for o in range(6, 12)], max_items=4, max_bytes=10_000, overheads={}, key=key)
