@@ -20,6 +20,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from confluent_kafka import KafkaException
+
 from connector.metrics import Metrics
 from connector.models import TopicPartitionKey
 from connector.partition import Partition
@@ -87,7 +89,11 @@ class Commits:
         txn = self._txn if offsets else None
         # The group metadata is read here, in the loop's thread: the consumer is not to be called from
         # the transaction's thread while it is polled.
-        group = self._source.group_metadata() if txn is not None else None
+        try:
+            group = self._source.group_metadata() if txn is not None else None
+        except KafkaException as exc:  # the consumer cannot say now (closing, not in a group): a failed commit
+            done(CommitFailed(f"the consumer's group metadata: {exc}"))
+            return False
 
         def write(answer: Callable[[Exception | None], None] | None = None) -> None:
             if txn is not None:

@@ -105,3 +105,23 @@ def test_a_revoke_commits_the_letters_it_passes_and_the_new_owner_writes_none_ag
     bed.turns(two, 3)
     bed.turns(one, 2)
     assert bed.visible() == [(1, 1, "decode")]
+
+
+def test_a_consumer_that_cannot_give_its_group_metadata_fails_the_commit_and_the_loop_goes_on() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    bed = TxnBed()
+    bed.produce_mixed(3, bad={1})
+    c = bed.member()
+    src = source(c)
+    real = src.group_metadata
+
+    def refuse() -> object:
+        raise KafkaException(KafkaError(KafkaError._STATE, "not in a group"))
+
+    src.group_metadata = refuse  # type: ignore[method-assign]
+    bed.turns(c, 3)  # no exception out of the loop; nothing recorded, nothing sent
+    assert bed.sender.jobs == [] and bed.visible() == []
+    src.group_metadata = real  # type: ignore[method-assign]
+    bed.turns(c, 6, advance=1.1)
+    assert bed.visible() == [(0, 1, "decode")] and bed.committed() == (3, [])
