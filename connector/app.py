@@ -8,9 +8,9 @@ Each turn of :meth:`Connector.step`:
 3. put each record through its route (decode -> op policy -> map -> serialize) into its partition;
 4. take in the answers of finished requests: accepted items resolve, rejected items become dead letters;
 5. seal batches whose linger time is over;
-6. send sealed batches: first record their offset ranges in the commit metadata (the rule of
-   :mod:`connector.replay`), then hand them to the sender threads; batches of one partition go in
-   parallel only when their profiles are disjoint (:mod:`connector.ordering`);
+6. send recorded batches to the sender threads (batches of one partition go in parallel only when
+   their profiles are disjoint: :mod:`connector.ordering`), and record the next sealed ones ahead, one
+   wave at most, in the commit metadata (the rule of :mod:`connector.replay`);
 7. show halts; pause partitions that are backed up or halted, resume the others;
 8. commit the contiguous resolved prefix of each partition, with its metadata (:mod:`connector.commits`);
 9. every few seconds: lag and state gauges.
@@ -50,6 +50,7 @@ GAUGE_INTERVAL_S = 5.0
 HOLD_S = 2.0  # pause of a partition whose next record hit a transient fault
 RECORD_OVERHEAD = 400  # bytes a held record costs beyond its value and item (Message object, list slots)
 SEND_FAULT_PAUSE_S = 5.0  # wait before resending a batch whose sender failed unexpectedly
+BUSY_POLL_S = 0.02  # the longest a consume blocks while requests are out (a request's end cannot wake it)
 
 
 @dataclass
@@ -136,11 +137,14 @@ class Connector:
         # 1. delivery reports, liveness
         p.dead_letters.poll()
         self.health.beat()
-        # 2. consume (rebalance callbacks and commit answers run inside); while batches wait for their
-        # recording commit's answer, take fewer records, so that the next consume (which serves it) comes soon
-        waiting = any(part.recording for part in self.partitions.values())
-        n = min(self.settings.kafka.consume_batch_size, self.settings.batching.max_items) if waiting else None
-        records = p.source.consume(n or self.settings.kafka.consume_batch_size, self._poll_timeout(waiting))
+        # 2. consume (rebalance callbacks and commit answers run inside); while requests are out or batches
+        # are recorded ahead, take one batch's worth at most, so that an answered request (or commit) is
+        # followed by the next soon, not after a whole consume's worth of records is routed
+        busy = bool(self._p.senders.inflight) or any(part.ahead for part in self.partitions.values())
+        size = self.settings.kafka.consume_batch_size
+        if busy:
+            size = min(size, self.settings.batching.max_items)
+        records = p.source.consume(size, self._poll_timeout(busy))
         now = self._clock()
         # 3. route each record into its partition
         if records:
@@ -162,12 +166,12 @@ class Connector:
             self._last_gauges = now
             self._update_gauges(now)
 
-    def _poll_timeout(self, waiting: bool) -> float:
+    def _poll_timeout(self, busy: bool) -> float:
         """How long the next consume may block: no longer than until the oldest open batch is due, so
-        that a batch is sealed on time rather than up to a poll later, and 20 ms while requests are out
-        or batches ``waiting`` for their recording commit's answer (which a consume serves)."""
-        busy = self._p.senders.inflight or waiting
-        timeout = min(self.settings.kafka.consume_timeout_s, 0.02 if busy else 3600.0)
+        that a batch is sealed on time rather than up to a poll later, and :data:`BUSY_POLL_S` while
+        requests are out or batches are recorded ahead (a consume serves the commit's answer, and an
+        answered request should be followed by the next soon)."""
+        timeout = min(self.settings.kafka.consume_timeout_s, BUSY_POLL_S if busy else 3600.0)
         now = self._clock()
         return min([timeout, *(d for part in self.partitions.values() if (d := part.due_in(now)) is not None)])
 
@@ -275,16 +279,20 @@ class Connector:
 
     # 6.
     def _dispatch(self, now: float, sync: bool = False) -> None:
-        if self.halt or now < self._commits.backoff_until or not (sync or self._commits.ready):
+        """Send the recorded batches that may go; record the next ones ahead of the senders."""
+        if self.halt:
             return  # halted: the in-flight senders probe; nothing new goes out
-        recording = sum(part.recording for part in self.partitions.values())
-        capacity = self.settings.altcraft.max_in_flight - self._p.senders.inflight - recording
+        self._send(now)
+        if now < self._commits.backoff_until or not (sync or self._commits.ready):
+            return
+        # One wave of batches recorded ahead: when a request ends, the next is sent at once.
+        capacity = self.settings.altcraft.max_in_flight - sum(part.ahead for part in self.partitions.values())
         self._dispatches += 1
-        planned = plan_dispatch(list(self.partitions.values()), capacity, now, self._dispatches)
+        planned = plan_dispatch(list(self.partitions.values()), capacity, self._dispatches, Partition.to_record)
         if not planned:
             return
-        # Recorded before sent: one commit names every range about to be sent; its confirmation (served
-        # inside a later consume; at once when ``sync``, in a revoke) hands them to the senders.
+        # Recorded before sent: one commit names every range that may be sent; its confirmation (served
+        # inside a later consume; at once when ``sync``, in a revoke) lets them go.
         recorded = {part.tp: part.metadata() for part in {part for part, _ in planned}}
         if sync:
             self._recorded(planned, self._commits.commit(recorded, None))
@@ -293,10 +301,23 @@ class Connector:
 
     def _recorded(self, planned: list[tuple[Partition, Batch]], ok: bool) -> None:
         for part, batch in planned:
-            if not ok:
+            if ok:
+                part.recorded(batch)
+            else:
                 part.not_recorded(batch)
-            elif part.recorded(batch):
-                self._submit(batch)
+        if ok:
+            self._send(self._clock())
+
+    def _send(self, now: float) -> None:
+        if self.halt:
+            return
+        capacity = self.settings.altcraft.max_in_flight - self._p.senders.inflight
+        if capacity <= 0:
+            return
+        self._dispatches += 1
+        parts = list(self.partitions.values())
+        for _, batch in plan_dispatch(parts, capacity, self._dispatches, lambda p, n: p.to_send(now, n)):
+            self._submit(batch)
 
     def _submit(self, batch: Batch) -> None:
         route = self._p.routes[batch.tp[0]]

@@ -14,7 +14,7 @@ address (case-insensitively), the phone numbers, the custom field's value or the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 ProfileKey = str
@@ -56,23 +56,25 @@ def _key(name: str, value: str) -> ProfileKey:
     return name + ":" + value
 
 
-def choose(waiting: Sequence[B], busy: Sequence[B], limit: int) -> list[B]:
+def choose(waiting: Sequence[B], busy: Sequence[B], limit: int, ready: Callable[[B], bool] | None = None) -> list[B]:
     """The waiting batches (sealed, in offset order) that may be sent now, at most ``limit``, given the
-    ``busy`` ones of the partition (in flight, or being recorded)."""
+    ``busy`` ones of the partition (in flight). ``ready``: whether a waiting batch can go at all (it is
+    recorded); one that cannot still holds back the later batches that share a profile with it."""
     out: list[B] = []
     if limit <= 0 or any(b.barrier for b in busy):
         return out
     blocked: set[ProfileKey] = set().union(*(b.keys for b in busy))
     ahead = bool(busy)  # something before the next waiting batch is unanswered
     for batch in waiting:
-        if len(out) >= limit:
-            break
+        go = ready is None or ready(batch)
         if batch.barrier:
-            if not ahead:
+            if not ahead and go:
                 out.append(batch)
             break  # nothing after a barrier may start before it is answered
-        if batch.keys.isdisjoint(blocked):
+        if go and batch.keys.isdisjoint(blocked):
             out.append(batch)
+            if len(out) >= limit:
+                break
         blocked |= batch.keys  # sent now or waiting: later batches must not overtake its profiles
         ahead = True
     return out

@@ -2,24 +2,28 @@
 
 A batch's life, owned here from end to end::
 
-    open --seal--> sealed --record--> recording --recorded--> in flight --answered--> answered
-                     ^                    |                       |                       |
-                     +----put back--------+-----------------------+     dead letters confirmed
-                          (commit failed; sender failed or stopping:           |
-                           same range, same key)                            resolved
+    open -seal-> sealed -record-> recording -confirmed-> recorded -send-> in flight -answered-> answered
+                   ^                  |                    ^                 |                     |
+                   +--commit failed---+                    +-sender failed---+   dead letters confirmed
+                                                             or stopping                         |
+                                                           (same range, same key)             resolved
 
-Several batches of a partition may be recorded and in flight at once, up to a cap, when the ordering
-rule of :mod:`connector.ordering` lets them (their profiles are disjoint from those of earlier
-batches still unanswered). A batch without items (every record skipped or dead-lettered) needs no
-request: it is answered when sealed. A batch is resolved once answered and every dead letter of it
-is confirmed; the committed offset is the end of the resolved prefix
-(:class:`~connector.source.offsets.PartitionOffsets`). What the commit records, and what the next
-owner replays, follows the rule of :mod:`connector.replay`.
+Batches are recorded ahead of the senders (up to a partition's cap, while earlier ones are in flight),
+so that a request that ends is followed at once by a recorded batch, without waiting for a commit.
+Several batches of a partition may be in flight at once, up to the cap, when the ordering rule of
+:mod:`connector.ordering` lets them (their profiles are disjoint from those of earlier batches still
+unanswered); a sealed batch stays in its lane, in offset order, until it is sent. A batch without
+items (every record skipped or dead-lettered) needs no request: it is answered when sealed. A batch
+is resolved once answered and every dead letter of it is confirmed; the committed offset is the end
+of the resolved prefix (:class:`~connector.source.offsets.PartitionOffsets`). What the commit
+records, and what the next owner replays, follows the rule of :mod:`connector.replay`.
 
 No Kafka, no HTTP, no clock: the loop passes ``now`` in and does the I/O.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from connector.batching import Batch, BatchPolicy, Lane
 from connector.models import TopicPartitionKey
@@ -39,8 +43,11 @@ def backlog_limit(max_in_flight: int, per_partition: int, partitions: int) -> in
     return max(BACKLOG_PAUSE, min(per_partition, max_in_flight // max(1, partitions)))
 
 
-def plan_dispatch(parts: list[Partition], capacity: int, now: float, turn: int) -> list[tuple[Partition, Batch]]:
-    """The batches to record (and then send) now, at most ``capacity``, each already :meth:`~Partition.record`-ed.
+def plan_dispatch(
+    parts: list[Partition], capacity: int, turn: int, take: Callable[[Partition, int], list[Batch]]
+) -> list[tuple[Partition, Batch]]:
+    """Share ``capacity`` among the partitions: ``take(part, n)`` gives (and marks) at most ``n`` of a
+    partition's batches, to record (:meth:`Partition.to_record`) or to send (:meth:`Partition.to_send`).
 
     Fair shares: first one batch per partition, then the rest of the capacity; the partition that goes
     first turns with ``turn``. (In assignment order, the first partitions took every free request and
@@ -54,11 +61,9 @@ def plan_dispatch(parts: list[Partition], capacity: int, now: float, turn: int) 
         for part in parts:
             if capacity <= 0:
                 break
-            chosen = part.ready_to_send(now, min(share, capacity))
+            chosen = take(part, min(share, capacity))
             capacity -= len(chosen)
-            for batch in chosen:  # recorded at once: the next pass sees it as busy
-                part.record(batch)
-                planned.append((part, batch))
+            planned += [(part, batch) for batch in chosen]
     return planned
 
 
@@ -86,7 +91,9 @@ class Partition:
         self._committed = committed
         self._lane = Lane(tp, policy, overhead, self.replay, on_seal=self._sealed)
         self._max_in_flight = max_in_flight
-        self._recording: list[Batch] = []  # in a commit not confirmed yet
+        # Sealed batches stay in the lane until sent; some of them are
+        self._recording: list[Batch] = []  # named in a commit not confirmed yet,
+        self._recorded: list[Batch] = []  # or in a confirmed one: they may be sent.
         self._inflight: list[Batch] = []  # with a sender
         self._sent: list[Batch] = []  # recorded (or being recorded), not yet passed by the committed offset
         self._held_until: float | None = None
@@ -131,55 +138,75 @@ class Partition:
 
     # -- sending
 
-    def ready_to_send(self, now: float, limit: int) -> list[Batch]:
-        """Sealed batches that may be recorded and sent now (at most ``limit``, and this partition's cap):
-        the ordering rule, the sender-fault pause and the metadata budget decide."""
+    def to_record(self, limit: int) -> list[Batch]:
+        """Sealed batches to name in the next recording commit, oldest first, at most ``limit`` and this
+        partition's cap of batches recorded ahead of the senders (being recorded, or recorded and
+        waiting); the metadata budget decides too. Each is marked as being recorded."""
+        n = min(limit, self._max_in_flight - len(self._recording) - len(self._recorded))
+        if n <= 0:
+            return []
+        room = METADATA_BUDGET - len(format_metadata(b.key_range for b in self._sent))
+        out: list[Batch] = []
+        for batch in self._lane.sealed:
+            if len(out) >= n:
+                break
+            if batch in self._recording or batch in self._recorded:
+                continue
+            if batch not in self._sent:  # a batch recorded before (its commit failed since) is listed once
+                first, last = batch.key_range
+                room -= len(f"{first}-{last};")
+                if room < 0:
+                    break
+                self._sent.append(batch)
+            self._recording.append(batch)
+            out.append(batch)
+        return out
+
+    def record(self, batch: Batch) -> None:
+        """Name ``batch`` in the next commit although :meth:`to_record` did not choose it (tests)."""
+        if batch not in self._sent:
+            self._sent.append(batch)
+        self._recording.append(batch)
+
+    def recorded(self, batch: Batch) -> bool:
+        """The commit naming ``batch`` is confirmed: it may be sent (True) unless let go meanwhile."""
+        if self.dropped or batch not in self._recording:
+            return False
+        self._recording.remove(batch)
+        self._recorded.append(batch)
+        self._changed = True
+        return True
+
+    def not_recorded(self, batch: Batch) -> None:
+        """The commit naming ``batch`` failed: it is recorded again before it is sent (its range stays in
+        the metadata meanwhile: it may have reached the broker)."""
+        if batch in self._recording:
+            self._recording.remove(batch)
+            self._changed = True
+
+    def to_send(self, now: float, limit: int) -> list[Batch]:
+        """Recorded batches that go to the senders now, at most ``limit`` and this partition's cap of
+        requests in flight; the ordering rule and the sender-fault pause decide. Each is marked in flight."""
         if self._send_paused_until is not None:
             if now < self._send_paused_until:
                 return []
             self._send_paused_until = None
             self._changed = True
-        if not self._changed:
+        if not self._changed or not self._recorded:
             return []
         self._changed = False
-        busy = self._recording + self._inflight
-        chosen = choose(self._lane.sealed, busy, min(limit, self._max_in_flight - len(busy)))
-        room = METADATA_BUDGET - len(format_metadata(b.key_range for b in self._sent))
-        out = []
-        for batch in chosen:
-            if batch in self._sent:  # recorded before (sent again after a failure): already counted
-                out.append(batch)
-                continue
-            first, last = batch.key_range
-            room -= len(f"{first}-{last};")
-            if room < 0:
-                break
-            out.append(batch)
-        if len(out) < len(chosen) or len(out) == limit:
-            self._changed = True  # try the rest again next time (or in the loop's next pass)
+        n = min(limit, self._max_in_flight - len(self._inflight))
+        if n <= 0:
+            return []
+        recorded = self._recorded
+        out = choose(self._lane.sealed, self._inflight, n, lambda b: b in recorded)
+        if len(out) == limit:
+            self._changed = True  # more may go in the loop's next pass
+        for batch in out:
+            self._lane.take(batch)
+            self._recorded.remove(batch)
+            self._inflight.append(batch)
         return out
-
-    def record(self, batch: Batch) -> None:
-        """``batch`` goes into the next commit's metadata; it is sent once that commit is confirmed."""
-        self._lane.take(batch)
-        self._recording.append(batch)
-        if batch not in self._sent:  # a batch sent again after a failure is listed once
-            self._sent.append(batch)
-
-    def recorded(self, batch: Batch) -> bool:
-        """The commit naming ``batch`` is confirmed: it goes to a sender (True) unless let go meanwhile."""
-        if self.dropped or batch not in self._recording:
-            return False
-        self._recording.remove(batch)
-        self._inflight.append(batch)
-        return True
-
-    def not_recorded(self, batch: Batch) -> None:
-        """The commit naming ``batch`` failed: it waits again, in its place."""
-        if batch in self._recording:
-            self._recording.remove(batch)
-            self._lane.put_back(batch)
-            self._changed = True
 
     def metadata(self) -> tuple[int, str]:
         """The offset and metadata every commit carries now: the resolved prefix (or, before anything
@@ -195,13 +222,21 @@ class Partition:
 
     @property
     def recording(self) -> int:
+        """Batches named in a commit not confirmed yet."""
         return len(self._recording)
 
+    @property
+    def ahead(self) -> int:
+        """Batches recorded ahead of the senders: being recorded, or recorded and waiting for a request."""
+        return len(self._recording) + len(self._recorded)
+
     def requeue(self, batch: Batch, pause_until: float | None = None) -> None:
-        """The sender gave ``batch`` back unanswered: it waits again in its place (same range, same key),
-        and the partition sends nothing before ``pause_until`` when the sender itself failed."""
+        """The sender gave ``batch`` back unanswered: it waits again in its place (same range, same key,
+        still recorded), and the partition sends nothing before ``pause_until`` when the sender itself
+        failed."""
         self._inflight.remove(batch)
         self._lane.put_back(batch)
+        self._recorded.append(batch)
         if pause_until is not None:
             self._send_paused_until = pause_until
         self._changed = True
@@ -221,9 +256,8 @@ class Partition:
         return sources
 
     def let_go_of_recording(self) -> None:
-        """Revoked: batches whose recording commit is not confirmed are never sent by this member."""
-        for batch in self._recording:
-            self._lane.put_back(batch)
+        """Revoked: batches whose recording commit is not confirmed are not sent by this member before
+        they are recorded again (the confirmation is served only in a later consume)."""
         self._recording.clear()
         self._changed = True
 
@@ -268,8 +302,8 @@ class Partition:
 
     @property
     def idle(self) -> bool:
-        """Nothing open, sealed, being recorded or in flight."""
-        return self._lane.empty and not self._inflight and not self._recording
+        """Nothing open, sealed (recorded or not) or in flight."""
+        return self._lane.empty and not self._inflight
 
     @property
     def busy(self) -> bool:
@@ -284,8 +318,8 @@ class Partition:
 
     @property
     def memory(self) -> int:
-        """Estimated bytes kept alive by this partition's open, sealed, recording and in-flight batches."""
-        return self._lane.held + sum(b.held for b in self._recording) + sum(b.held for b in self._inflight)
+        """Estimated bytes kept alive by this partition's open, sealed (recorded or not) and in-flight batches."""
+        return self._lane.held + sum(b.held for b in self._inflight)
 
     @property
     def backlog(self) -> int:

@@ -13,7 +13,7 @@ How it works:
   (offsets *with their replay metadata*, which the broker keeps as a plain commit does), ``commit``.
   A transaction that fails is aborted: neither its letters nor its offsets become visible, the letters
   go back to the stage, and the next commit carries them again.
-- One transaction at a time, in a thread of its own (a transaction takes a few milliseconds of broker
+- One transaction at a time, in a worker thread (a transaction takes a few milliseconds of broker
   round trips; the loop does not wait for them). The consumer's group metadata is taken in the loop's
   thread (the consumer cannot be called from another thread while it is being polled) and handed over.
 - Fencing: the broker refuses a transaction whose group metadata is stale (the member was evicted, or a
@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -155,10 +156,12 @@ class _Job:
 class TransactionalDeadLetters:
     """The dead-letter sink and the committer of offsets, as Kafka transactions (see the module).
 
-    Each transaction runs in a daemon thread of its own, so that one that hangs inside librdkafka (seen
-    after a broker restart: ``send_offsets_to_transaction`` past its timeout) can be given up: after
-    :data:`STUCK_S` the job counts as failed, its letters go back to the stage, and a new producer with
-    the same ``transactional.id`` takes over (its ``init_transactions`` fences the stuck one)."""
+    Transactions run in a daemon thread, one at a time. One that hangs inside librdkafka (seen after a
+    broker restart: ``send_offsets_to_transaction`` past its timeout) can be given up: after
+    :data:`STUCK_S` the job counts as failed, its letters go back to the stage, its thread is left to
+    end on its own, and a new thread and a new producer with the same ``transactional.id`` take over
+    (its ``init_transactions`` fences the stuck one). (A thread per transaction cost the loop about a
+    millisecond each on a busy host: starting one waits until it runs.)"""
 
     transactional = True
 
@@ -187,6 +190,7 @@ class TransactionalDeadLetters:
         self._clock = clock
         self._stage = Stage()
         self._job: _Job | None = None  # the transaction running, until its answer is served
+        self._jobs: queue.SimpleQueue[_Job | None] | None = None  # the worker thread's, None: none started
         self._initialized = False
         self.failing = False  # the last transaction failed and none succeeded since
         self._halt_reason: str | None = None
@@ -273,7 +277,7 @@ class TransactionalDeadLetters:
         tps = [TopicPartition(t, p, off, metadata=metadata.get((t, p), "")) for (t, p), off in offsets.items()]
         job = _Job(tps, self._stage.take(offsets), group_metadata, on_done, self._producer, self._clock())
         self._job = job
-        threading.Thread(target=self._run, args=(job,), name="transaction", daemon=True).start()
+        self._hand(job)
         if on_done is not None:
             return
         if not job.done.wait(STUCK_S):
@@ -285,6 +289,7 @@ class TransactionalDeadLetters:
     def close(self) -> None:
         """Wait a little for the transaction in progress; never for a stuck one (its thread is a daemon)."""
         self.flush(TIMEOUT_S)
+        self._retire_worker()
         with contextlib.suppress(Exception):  # closing only
             self._producer.flush(5.0)
 
@@ -301,6 +306,7 @@ class TransactionalDeadLetters:
         log.error("a transaction (transactional.id %s) has not finished in %.0f s: giving up on it and starting "
                   "a new producer with the same id (it fences the stuck one)", self._id, STUCK_S)  # fmt: skip
         job.error = CommitFailed(f"the transaction did not finish in {STUCK_S:.0f} s")
+        self._retire_worker()  # stuck in librdkafka: it ends if that ever returns; the next job starts another
         self._renew()
 
     def _renew(self) -> None:
@@ -337,7 +343,23 @@ class TransactionalDeadLetters:
                       job.letters[0][1].offset)  # fmt: skip
         self._refusal = refusal if refused else self._refusal
 
-    # -- inside (the transaction's thread)
+    def _hand(self, job: _Job) -> None:
+        """To the worker thread (started on first use, or after one was given up)."""
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=self._work, args=(self._jobs,), name="transactions", daemon=True).start()
+        self._jobs.put(job)
+
+    def _retire_worker(self) -> None:
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+
+    # -- inside (the transactions' thread)
+
+    def _work(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        while (job := jobs.get()) is not None:
+            self._run(job)
 
     def _run(self, job: _Job) -> None:
         try:

@@ -52,7 +52,10 @@ def test_second_member_sigkilled_and_restarted_loses_nothing_and_engages_nobody_
     assert bed.emu.stats()["engagements"] < bed.stream.outcomes["engage"], "finished before the crash"
     assert not bed.over_engaged()
     # The survivor takes over the dead member's partitions once its session expires, and works on all of them.
-    wait_until(lambda: assigned_now(log_messages(a)) == 8, 30, "member a to take every partition back")
+    # A transaction the dead member left open withholds its partitions' committed offsets (and so the
+    # takeover) until the broker aborts it: the transaction timeout (30 s here) and the broker's scan for
+    # timed-out transactions (every 10 s by default).
+    wait_until(lambda: assigned_now(log_messages(a)) == 8, 60, "member a to take every partition back")
     at_takeover = bed.committed()
     ends = bed.end_offsets()
 

@@ -164,6 +164,28 @@ def test_one_commit_records_every_batch_a_turn_sends() -> None:
     assert bed.executor.waiting == 0
 
 
+def test_a_batch_recorded_ahead_goes_out_in_the_turn_a_request_ends() -> None:
+    bed = Bed(altcraft={"max_in_flight": 1})
+    bed.produce(6)
+    c = bed.member()
+    c.step()  # 0-2 recorded
+    c.step()  # that commit answered: 0-2 goes; 3-5 is recorded ahead while it is out
+    assert bed.executor.waiting == 1
+    assert bed.committed() == (0, [(0, 2), (3, 5)])
+    c.step()  # 3-5's commit answered; the only request is taken
+    assert bed.executor.waiting == 1
+    bed.executor.run()  # 0-2 answered
+    assert [j.request_id for j in bed.sender.jobs] == [bed.key(0, 2)]
+    commits = len(bed.broker.commits)
+    c.step()  # 3-5 goes in this very turn: no commit to wait for
+    assert bed.executor.waiting == 1 and len(bed.broker.commits) <= commits + 1  # at most the progress commit
+    bed.executor.run()
+    assert [j.request_id for j in bed.sender.jobs] == [bed.key(0, 2), bed.key(3, 5)]
+    bed.turns(c, 3)
+    assert bed.emails() == [f"u{i}@example.com" for i in range(6)]
+    assert bed.committed() == (6, [])
+
+
 def test_nothing_is_sent_while_the_recording_commit_fails() -> None:
     bed = Bed()
     bed.produce(3)

@@ -12,13 +12,10 @@ def partition(max_items: int = 2, committed: int | None = None, metadata: str = 
 
 
 def send(p: Partition, now: float = 0.0, limit: int = 64) -> list[Batch]:
-    """What the loop does: choose, record, and (once the commit is confirmed) hand to senders."""
-    chosen = p.ready_to_send(now, limit)
-    for b in chosen:
-        p.record(b)
-    for b in chosen:
+    """What the loop does: record ahead, and once the commit is confirmed send what may go."""
+    for b in p.to_record(limit):
         assert p.recorded(b)
-    return chosen
+    return p.to_send(now, limit)
 
 
 def test_with_a_cap_of_one_a_partition_sends_one_batch_at_a_time_in_order() -> None:
@@ -51,12 +48,11 @@ def test_the_recording_commit_names_every_range_that_may_reach_the_api() -> None
     p = partition(cap=4)
     for off in range(4):
         p.add(off, b"{}", None, 0.0, key=f"e:{off}")
-    b0, b1 = p.ready_to_send(0.0, 8)
-    p.record(b0)
-    p.record(b1)
+    b0, b1 = p.to_record(8)
     assert p.metadata() == (0, "akc1:0-1;2-3")
     p.recorded(b0)
     p.recorded(b1)
+    assert p.to_send(0.0, 8) == [b0, b1]
     p.answered(b1, dead_letters=0)
     assert p.to_commit() == (0, "akc1:0-1;2-3")  # 2-3 answered, but 0-1 is not: both stay recorded
     p.committed(0)
@@ -68,16 +64,35 @@ def test_the_recording_commit_names_every_range_that_may_reach_the_api() -> None
     assert p.to_commit() is None
 
 
-def test_a_failed_recording_commit_puts_the_batch_back_in_its_place() -> None:
+def test_a_batch_whose_recording_commit_failed_is_recorded_again_before_it_is_sent() -> None:
     p = partition(cap=4)
     for off in range(4):
         p.add(off, b"{}", None, 0.0, key=f"e:{off}")
-    b0, b1 = p.ready_to_send(0.0, 8)
-    p.record(b0)
-    p.record(b1)
+    b0, b1 = p.to_record(8)
     p.not_recorded(b0)
     p.recorded(b1)
-    assert p.ready_to_send(0.0, 8) == [b0]
+    assert p.to_send(0.0, 8) == [b1]  # b0 is not recorded: it waits (b1's profiles are not b0's)
+    assert p.to_record(8) == [b0]
+    assert parse_metadata(p.metadata()[1]) == [(0, 1), (2, 3)]  # listed once
+    p.recorded(b0)
+    assert p.to_send(0.0, 8) == [b0]
+
+
+def test_batches_are_recorded_ahead_of_the_senders_and_sent_without_another_commit() -> None:
+    p = partition(max_items=1, cap=2)
+    for off in range(6):
+        p.add(off, b"{}", None, 0.0, key=f"e:{off}")
+    assert [b.first for b in send(p)] == [0, 1]
+    ahead = p.to_record(8)  # the next wave, while 0 and 1 are in flight
+    assert [b.first for b in ahead] == [2, 3] and p.to_send(0.0, 8) == []
+    assert p.to_record(8) == []  # one wave ahead at most
+    for b in ahead:
+        p.recorded(b)
+    assert p.metadata() == (0, "akc1:0-0;1-1;2-2;3-3")
+    assert p.to_send(0.0, 8) == []  # both requests taken
+    [first, _] = p.inflight
+    p.answered(first, 0)
+    assert [b.first for b in p.to_send(0.0, 8)] == [2]  # at once: it is recorded already
 
 
 def test_batches_of_skipped_records_need_no_request() -> None:
@@ -85,7 +100,7 @@ def test_batches_of_skipped_records_need_no_request() -> None:
     p.add(0, None, None, 0.0)
     p.add(1, None, None, 0.0)
     p.seal_if_due(5.0)
-    assert p.ready_to_send(5.0, 8) == []
+    assert p.to_record(8) == []
     assert p.to_commit() == (2, "akc1:")
 
 
@@ -96,7 +111,7 @@ def test_a_batch_given_back_by_its_sender_goes_back_in_its_place_and_is_recorded
     for _ in range(50):
         [batch] = send(p, now=10.0)
         p.requeue(batch, pause_until=10.0)
-        assert p.ready_to_send(9.0, 8) == []  # the sender's own fault: wait before sending again
+        assert p.to_send(9.0, 8) == []  # the sender's own fault: wait before sending again
     [batch] = send(p, now=10.0)
     assert batch.key_range == (0, 1)
     assert parse_metadata(p.metadata()[1]) == [(0, 1)]
@@ -106,8 +121,7 @@ def test_late_answers_of_a_dropped_partition_change_nothing() -> None:
     p = partition()
     for off in range(2):
         p.add(off, b"{}", None, 0.0, key="e:x")
-    chosen = p.ready_to_send(0.0, 8)
-    p.record(chosen[0])
+    chosen = p.to_record(8)
     p.dropped = True
     assert not p.recorded(chosen[0])
     assert not p.in_flight(chosen[0])
@@ -164,10 +178,13 @@ def test_requests_are_shared_among_partitions_and_none_starves() -> None:
             part.add(off, b"{}", None, 0.0, key=f"e:{part.tp[1]}-{off}")
     served: list[int] = []
     for turn in range(8):  # two requests free at each dispatch; the earlier ones are answered meanwhile
-        planned = plan_dispatch(parts, 2, 0.0, turn)
+        planned = plan_dispatch(parts, 2, turn, Partition.to_record)
         assert len(planned) == 2 and len({part.tp for part, _ in planned}) == 2, "one each before a second"
         for part, batch in planned:
             assert part.recorded(batch)
+        sent = plan_dispatch(parts, 2, turn, lambda part, n: part.to_send(0.0, n))
+        assert sent == planned
+        for part, batch in sent:
             part.answered(batch, 0)
             served.append(part.tp[1])
     assert sorted(set(served)) == [0, 1, 2, 3] and max(served.count(n) for n in range(4)) == 4
@@ -177,5 +194,5 @@ def test_a_partition_alone_takes_every_free_request_its_cap_allows() -> None:
     part = partition(max_items=1, cap=3)
     for off in range(10):
         part.add(off, b"{}", None, 0.0, key=f"e:{off}")
-    planned = plan_dispatch([part], 8, 0.0, 0)
+    planned = plan_dispatch([part], 8, 0, Partition.to_record)
     assert [b.first for _, b in planned] == [0, 1, 2]

@@ -33,13 +33,12 @@ def test_crash_and_replay_story() -> None:
     api: list[str] = []  # Request-IDs that reached Altcraft, in order
 
     def send(p: Partition, now: float) -> list[Batch]:
-        chosen = p.ready_to_send(now, 8)
-        for batch in chosen:
-            p.record(batch)
+        recorded = p.to_record(8)
         broker["committed"] = p.metadata()  # recorded before sent
-        for batch in chosen:
+        for batch in recorded:
             assert p.recorded(batch)
-            api.append(key(*batch.key_range))
+        chosen = p.to_send(now, 8)
+        api.extend(key(*batch.key_range) for batch in chosen)
         return chosen
 
     # The first owner reads offsets 0..9 in batches of 4; 0-3 and 4-7 go out together.
