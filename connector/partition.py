@@ -96,6 +96,9 @@ class Partition:
         self._recorded: list[Batch] = []  # or in a confirmed one: they may be sent.
         self._inflight: list[Batch] = []  # with a sender
         self._sent: list[Batch] = []  # recorded (or being recorded), not yet passed by the committed offset
+        # Ranges the previous owner recorded and this one has not passed: listed in every commit until
+        # passed, recorded again or not, so that a crash before they are resent loses none of them.
+        self._replaying: list[Range] = list(self.replay)
         self._held_until: float | None = None
         self._send_paused_until: float | None = None
         self._changed = True  # something the ordering rule looks at changed since the last choice
@@ -145,7 +148,7 @@ class Partition:
         n = min(limit, self._max_in_flight - len(self._recording) - len(self._recorded))
         if n <= 0:
             return []
-        room = METADATA_BUDGET - len(format_metadata(b.key_range for b in self._sent))
+        room = METADATA_BUDGET - len(format_metadata(self._listed()))
         out: list[Batch] = []
         for batch in self._lane.sealed:
             if len(out) >= n:
@@ -153,10 +156,11 @@ class Partition:
             if batch in self._recording or batch in self._recorded:
                 continue
             if batch not in self._sent:  # a batch recorded before (its commit failed since) is listed once
-                first, last = batch.key_range
-                room -= len(f"{first}-{last};")
-                if room < 0:
-                    break
+                if batch.key_range not in self._replaying:  # a replayed range is listed already
+                    first, last = batch.key_range
+                    room -= len(f"{first}-{last};")
+                    if room < 0:
+                        break
                 self._sent.append(batch)
             self._recording.append(batch)
             out.append(batch)
@@ -211,7 +215,15 @@ class Partition:
     def metadata(self) -> tuple[int, str]:
         """The offset and metadata every commit carries now: the resolved prefix (or, before anything
         is resolved, the first offset recorded), and every range that may reach the API."""
-        return record_before_send(self._offsets.committable(), [b.key_range for b in self._sent])
+        return record_before_send(self._offsets.committable(), self._listed())
+
+    def _listed(self) -> list[Range]:
+        """Every range that may reach (or may have reached) the API: those recorded here, and those of the
+        previous owner still to be resent. In offset order, each once."""
+        ranges = [b.key_range for b in self._sent]
+        if self._replaying:
+            ranges = sorted({*ranges, *self._replaying})
+        return ranges
 
     def in_flight(self, batch: Batch) -> bool:
         return not self.dropped and batch in self._inflight
@@ -282,7 +294,8 @@ class Partition:
         if offset is None or offset == self._committed:
             return None
         self._sent = [b for b in self._sent if b.last >= offset]
-        return offset, format_metadata(b.key_range for b in self._sent)
+        self._replaying = [r for r in self._replaying if r[1] >= offset]
+        return offset, format_metadata(self._listed())
 
     def committed(self, offset: int) -> None:
         self._committed = offset if self._committed is None else max(self._committed, offset)

@@ -89,3 +89,43 @@ def test_metadata_round_trips_and_ignores_what_it_did_not_write() -> None:
 def test_the_recording_commit_never_passes_the_resolved_prefix_nor_lists_what_it_passed() -> None:
     assert record_before_send(10, [(0, 9), (10, 19), (20, 29)]) == (10, "akc1:10-19;20-29")
     assert record_before_send(None, [(40, 49), (50, 59)]) == (40, "akc1:40-49;50-59")
+
+
+def test_ranges_still_to_be_replayed_stay_recorded_until_passed_whatever_crashes_come_between() -> None:
+    api: list[str] = []
+    # The first owner had three batches out (cap 4) when it died: 0-3, 4-7, 8-11.
+    first = owner(None, "", max_items=4)
+    for off in range(12):
+        first.add(off, b"{}", None, 0.0, key=f"e:{off}")
+    for batch in first.to_record(8):
+        first.recorded(batch)
+    api += [key(*b.key_range) for b in first.to_send(0.0, 8)]
+    committed = first.metadata()
+    assert committed == (0, "akc1:0-3;4-7;8-11")
+
+    # The second owner sends one batch at a time: it records 0-3 again, and 4-7 and 8-11 stay listed.
+    second = Partition(TP, BatchPolicy(100, 10_000_000, 1.0), 20, *committed, max_in_flight=1)
+    for off in range(12):
+        second.add(off, b"{}", None, 0.0, key=f"e:{off}")
+    [again] = second.to_record(8)
+    assert again.key_range == (0, 3)
+    assert second.metadata() == (0, "akc1:0-3;4-7;8-11")
+    second.recorded(again)
+    [sent] = second.to_send(0.0, 8)
+    api.append(key(*sent.key_range))
+    second.answered(sent, 0)
+    assert second.to_commit() == (4, "akc1:4-7;8-11")  # 0-3 passed; the others still to be resent
+    second.committed(4)
+
+    # It dies too; the third owner, with yet another batch size, still cuts 4-7 and 8-11 exactly.
+    third = owner(4, "akc1:4-7;8-11", max_items=100)
+    assert third.replay == [(4, 7), (8, 11)]
+    for off in range(4, 12):
+        third.add(off, b"{}", None, 0.0, key=f"e:{off}")
+    while batches := third.to_record(8):
+        for batch in batches:
+            third.recorded(batch)
+        for batch in third.to_send(0.0, 8):
+            api.append(key(*batch.key_range))
+            third.answered(batch, 0)
+    assert set(api) == {key(0, 3), key(4, 7), key(8, 11)}  # every range under one key only
