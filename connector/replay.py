@@ -19,7 +19,8 @@ The rule, in five parts:
    reads the committed offset and its metadata, and cuts the recorded ranges at or beyond that
    offset again, exactly, whatever its own batch policy (:func:`ranges_to_replay`); they get the
    same Request-IDs, and Altcraft deduplicates the ones it had executed. Records past them are
-   batched afresh, as they were never sent.
+   batched afresh, as they were never sent. Until it passes them, its own commits list those ranges
+   too, resent yet or not: a second crash before they are all resent loses none of them.
 5. **Derived keys for parts.** The halves of a split batch, a resend after Altcraft kept replaying a
    failed answer, and the rest of a bisected batch get keys derived from their parent's
    (:func:`sub_request_id`, :func:`resend_request_id`, :func:`rest_request_id`): a replay that meets the
