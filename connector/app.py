@@ -137,13 +137,15 @@ class Connector:
         # 1. delivery reports, liveness
         p.dead_letters.poll()
         self.health.beat()
-        # 2. consume (rebalance callbacks and commit answers run inside); while requests are out or batches
-        # are recorded ahead, take one batch's worth at most, so that an answered request (or commit) is
-        # followed by the next soon, not after a whole consume's worth of records is routed
-        busy = bool(self._p.senders.inflight) or any(part.ahead for part in self.partitions.values())
+        # 2. consume (rebalance callbacks and commit answers run inside); while a recording commit waits
+        # for its answer, take one batch's worth at most, so that the next consume (which serves it) comes
+        # soon. (Taking that little whenever requests were out cost about 5% more CPU per event at
+        # 1,000-item batches, for no more throughput: the batches recorded ahead keep the senders fed.)
+        parts = self.partitions.values()
         size = self.settings.kafka.consume_batch_size
-        if busy:
+        if any(part.recording for part in parts):
             size = min(size, self.settings.batching.max_items)
+        busy = bool(self._p.senders.inflight) or any(part.ahead for part in parts)
         records = p.source.consume(size, self._poll_timeout(busy))
         now = self._clock()
         # 3. route each record into its partition
