@@ -166,12 +166,6 @@ class Partition:
             out.append(batch)
         return out
 
-    def record(self, batch: Batch) -> None:
-        """Name ``batch`` in the next commit although :meth:`to_record` did not choose it (tests)."""
-        if batch not in self._sent:
-            self._sent.append(batch)
-        self._recording.append(batch)
-
     def recorded(self, batch: Batch) -> bool:
         """The commit naming ``batch`` is confirmed: it may be sent (True) unless let go meanwhile."""
         if self.dropped or batch not in self._recording:
