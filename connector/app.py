@@ -398,6 +398,8 @@ class Connector:
 
     def _on_lost(self, tps: list[TopicPartitionKey]) -> None:
         self._drop([tp for tp in tps if tp in self.partitions])
+        if self._p.transactions is not None:
+            self._p.transactions.lost()
 
     def _drop(self, tps: list[TopicPartitionKey]) -> None:
         for tp in tps:

@@ -93,6 +93,9 @@ class TransactionalSink(DeadLetterSink, Protocol):
     def init(self) -> None:
         """Before the group is joined: abort what a predecessor with the same transactional id left open."""
 
+    def lost(self) -> None:
+        """The group's partitions were lost (the broker or the coordinator away longer than the session)."""
+
     @property
     def busy(self) -> bool: ...
     def commit(
@@ -357,6 +360,7 @@ class FakeTransactions:
         self._forgotten: set[TopicPartitionKey] = set()  # let go while the job waited for its answer
         self.failing = False
         self.halt_reason: str | None = None
+        self.losses = 0  # times the group's partitions were lost
 
     def publish(self, msg: Any, reason: Reason, done: Done) -> None:
         self._stage.add((msg.topic(), msg.partition()), Staged(msg.offset(), msg, reason))
@@ -364,6 +368,9 @@ class FakeTransactions:
 
     def init(self) -> None:
         pass
+
+    def lost(self) -> None:
+        self.losses += 1
 
     def forget(self, tp: TopicPartitionKey) -> None:
         self._stage.forget(tp)

@@ -75,7 +75,7 @@ TRANSACTION_PRODUCER_PROPS: dict[str, Any] = {"retry.backoff.ms": 10, "linger.ms
 TRANSACTION_TIMEOUT_MS = 10_000  # at least; see TransactionalDeadLetters.__init__
 TIMEOUT_S = 20.0  # one call of the transactional API (init, send offsets, commit, abort)
 COMMIT_RETRIES = 1  # a commit_transaction that fails with a retriable error is called again this often
-STUCK_S = 45.0  # a transaction not finished by then is given up (a healthy one takes milliseconds)
+STUCK_S = 30.0  # a transaction not finished by then is given up (a healthy one takes milliseconds)
 
 Done = Callable[[], None]
 Answer = Callable[[Exception | None], None]
@@ -206,6 +206,14 @@ class TransactionalDeadLetters:
         except KafkaException as exc:
             log.warning("initialising transactions (transactional.id %s) failed: %s; retried at the first "
                         "commit", self._id, exc.args[0])  # fmt: skip
+
+    def lost(self) -> None:
+        """The group's partitions were lost, the broker or the coordinator away longer than the session:
+        the next transaction starts on a new producer (its ``init_transactions`` fences this one). After a
+        broker restart, librdkafka 2.16 hung in the first ``send_offsets_to_transaction`` of the producer
+        that lived through it until :data:`STUCK_S` gave it up (measured: 45 s without progress)."""
+        log.info("partitions lost: the next transaction starts on a new producer (transactional.id %s)", self._id)
+        self._renew()
 
     # -- the sink
 

@@ -256,3 +256,18 @@ def test_a_transaction_stuck_inside_the_client_is_given_up_and_a_new_producer_ta
     assert len(fresh.written) == 1 and fresh.calls[0] == "init" and stuck.written == []
     stuck.block.set()
     sink.close()
+
+
+def test_after_the_group_is_lost_the_next_transaction_starts_on_a_new_producer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transactions, "Producer", Producer)
+    sink = TransactionalDeadLetters({}, "dlq", "test-id")
+    first = producer(sink)
+    sink.commit({TP: 1}, {}, "group")
+    assert first.calls[0] == "init"
+    sink.lost()  # the broker was away longer than the session
+    sink.publish(record(1), REASON, lambda: None)
+    sink.commit({TP: 2}, {}, "group")
+    fresh = producer(sink)
+    assert fresh is not first and fresh.config["transactional.id"] == "test-id"
+    assert fresh.calls[0] == "init" and len(fresh.written) == 1  # its init fences the producer that lived through it
+    sink.close()
