@@ -360,7 +360,6 @@ class FakeTransactions:
         self._forgotten: set[TopicPartitionKey] = set()  # let go while the job waited for its answer
         self.failing = False
         self.halt_reason: str | None = None
-        self.losses = 0  # times the group's partitions were lost
 
     def publish(self, msg: Any, reason: Reason, done: Done) -> None:
         self._stage.add((msg.topic(), msg.partition()), Staged(msg.offset(), msg, reason))
@@ -370,7 +369,7 @@ class FakeTransactions:
         pass
 
     def lost(self) -> None:
-        self.losses += 1
+        pass  # no producer to renew
 
     def forget(self, tp: TopicPartitionKey) -> None:
         self._stage.forget(tp)
