@@ -14,6 +14,7 @@ what is wrong; anything else is still dead-lettered, with the stage it happened 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -66,13 +67,22 @@ class Route:
             self.condition = compile_condition(settings.when, ROW_VARIABLES if avro else VARIABLES)
             if settings.format is Format.DEBEZIUM_JSON and self.condition.reads:
                 self._sides = _EnvelopeSides(self.decode, self.condition.reads)
+        # The decoder's short way (JsonDecoder.quick) for records of the ops this route engages, when
+        # nothing but the op decides that a record is engaged.
+        self._quick: Callable[[bytes | None], dict[str, Any] | ChangeEvent] | None = None
+        if isinstance(self.decode, JsonDecoder) and self.condition is None:
+            self._quick = self.decode.quick(frozenset(op for op in "cru" if self._ops[op] is OpAction.ENGAGE))
 
     def prepare(self, value: bytes | None) -> bytes | ImportItem | Unsent:
         """The item of one record (bytes to engage; :class:`ImportItem` to import only), or why there is
         none. Raises only :class:`TransientError`."""
         stage = "decode"  # where an unexpected exception happened (a RecordError carries its own stage)
         try:
-            event = self.decode(value)
+            got = self.decode(value) if self._quick is None else self._quick(value)
+            if type(got) is dict:  # a row of an op this route engages, read on the decoder's short way
+                stage = "map"
+                return self._engage(got)
+            event: ChangeEvent = got  # type: ignore[assignment]
             stage = "op"
             action = self._ops.get(event.op)
             if action is None:  # truncate, message: nothing about one profile
@@ -93,27 +103,7 @@ class Route:
                 stage = "map"
             if action is OpAction.IMPORT and self.import_shape is not None:
                 return self._import_item(event.row)
-            if self._fields_only:
-                fields = self.mapper.fields(event.row)
-                try:
-                    item = self.shape.fields_item(fields)
-                except TypeError as exc:  # orjson's JSONEncodeError: an int over 64 bits, too deep a nesting
-                    raise _unwritable(exc) from None
-            else:
-                mapped = self.mapper.map(event.row)
-                fields = mapped.fields
-                try:
-                    item = self.shape.item(mapped)
-                except TypeError as exc:
-                    raise _unwritable(exc) from None
-            email = fields.get("email") if self._by_email else None  # the common case, inline
-            self.key = "e:" + email.lower() if type(email) is str and email else profile_keys(fields, self._match)
-            stage = "size"
-            if len(item) > self._max_item:
-                raise RecordTooLarge(
-                    f"the item is {len(item)} bytes; with the request envelope it exceeds the body limit"
-                )
-            return item
+            return self._engage(event.row)
         except UndeclaredEncoding as exc:
             self._warn_once(exc)
             return Unsent(dead=Reason(exc.stage, type(exc).__name__, str(exc)))
@@ -123,6 +113,27 @@ class Route:
             raise  # the loop holds the partition and reads this record again later
         except Exception as exc:  # the last resort: RecursionError, MemoryError, a bug meeting odd input
             return Unsent(dead=Reason(stage, type(exc).__name__, _message(exc)), unexpected=True)
+
+    def _engage(self, row: dict[str, Any]) -> bytes:
+        """The item that engages the profile of ``row`` (sets :attr:`key`). Raises RecordError."""
+        if self._fields_only:
+            fields = self.mapper.fields(row)
+            try:
+                item = self.shape.fields_item(fields)
+            except TypeError as exc:  # orjson's JSONEncodeError: an int over 64 bits, too deep a nesting
+                raise _unwritable(exc) from None
+        else:
+            mapped = self.mapper.map(row)
+            fields = mapped.fields
+            try:
+                item = self.shape.item(mapped)
+            except TypeError as exc:
+                raise _unwritable(exc) from None
+        email = fields.get("email") if self._by_email else None  # the common case, inline
+        self.key = "e:" + email.lower() if type(email) is str and email else profile_keys(fields, self._match)
+        if len(item) > self._max_item:
+            raise RecordTooLarge(f"the item is {len(item)} bytes; with the request envelope it exceeds the body limit")
+        return item
 
     def _import_item(self, row: dict[str, Any]) -> ImportItem:
         """An item of profiles/import_batch: the profile fields alone (no content, no custom_data)."""
