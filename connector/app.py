@@ -145,8 +145,7 @@ class Connector:
         size = self.settings.kafka.consume_batch_size
         if any(part.recording for part in parts):
             size = min(size, self.settings.batching.max_items)
-        busy = bool(self._p.senders.inflight) or any(part.ahead for part in parts)
-        records = p.source.consume(size, self._poll_timeout(busy))
+        records = p.source.consume(size, self._poll_timeout())
         now = self._clock()
         # 3. route each record into its partition
         if records:
@@ -168,14 +167,16 @@ class Connector:
             self._last_gauges = now
             self._update_gauges(now)
 
-    def _poll_timeout(self, busy: bool) -> float:
+    def _poll_timeout(self) -> float:
         """How long the next consume may block: no longer than until the oldest open batch is due, so
-        that a batch is sealed on time rather than up to a poll later, and :data:`BUSY_POLL_S` while
-        requests are out or batches are recorded ahead (a consume serves the commit's answer, and an
-        answered request should be followed by the next soon)."""
+        that a batch is sealed on time rather than up to a poll later, and :data:`BUSY_POLL_S` while an
+        answer is awaited that nothing would wake the consume for: a request's end, a commit's or a
+        transaction's (the next transaction waits for it), with batches recorded ahead or sealed."""
+        parts = self.partitions.values()
+        busy = self._p.senders.inflight or not self._commits.ready or any(p.ahead or p.backlog for p in parts)
         timeout = min(self.settings.kafka.consume_timeout_s, BUSY_POLL_S if busy else 3600.0)
         now = self._clock()
-        return min([timeout, *(d for part in self.partitions.values() if (d := part.due_in(now)) is not None)])
+        return min([timeout, *(d for part in parts if (d := part.due_in(now)) is not None)])
 
     # 3.
     def _ingest(self, records: Sequence[Record], now: float) -> None:

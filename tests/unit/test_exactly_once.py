@@ -125,3 +125,55 @@ def test_a_consumer_that_cannot_give_its_group_metadata_fails_the_commit_and_the
     src.group_metadata = real  # type: ignore[method-assign]
     bed.turns(c, 6, advance=1.1)
     assert bed.visible() == [(0, 1, "decode")] and bed.committed() == (3, [])
+
+
+class SlowTransactions(FakeTransactions):
+    """A transaction whose answer comes only when the test lets it (a real one takes tens of ms)."""
+
+    held = False
+
+    def poll(self) -> None:
+        if not self.held:
+            super().poll()
+
+
+def test_while_a_transaction_is_answered_the_loop_blocks_briefly_so_the_next_batch_is_recorded_at_once() -> None:
+    # Found by the benchmark's steady-rate run: a progress transaction still unanswered kept the next
+    # recording waiting, and the loop blocked in consume until the next open batch was due (a linger
+    # later), which doubled the end-to-end latency with exactly-once dead letters.
+    from connector.app import BUSY_POLL_S
+
+    bed = TxnBed(kafka={"consume_timeout_s": 5.0}, batching={"max_items": 3, "linger_s": 2.0})
+    bed.txn = SlowTransactions(bed.broker)
+    bed.produce(3)
+    c = bed.member()
+    timeouts: list[float] = []
+    src = source(c)
+    consume = src.consume
+
+    def spy(n: int, timeout_s: float) -> Any:
+        timeouts.append(timeout_s)
+        return consume(n, timeout_s)
+
+    src.consume = spy  # type: ignore[method-assign]
+    bed.turns(c, 2)  # recorded, sent, answered
+    assert bed.sender.jobs
+    bed.txn.held = True
+    for _ in range(5):
+        if bed.txn.busy:
+            break
+        bed.turns(c, 1)
+    assert bed.txn.busy and bed.committed()[0] < 3  # the progress commit's transaction is under way
+    bed.produce(1, start=3)
+    timeouts.clear()
+    bed.turns(c, 2, advance=0.0)  # one record in an open batch due in 2 s; the transaction unanswered
+    assert timeouts == [BUSY_POLL_S, BUSY_POLL_S]
+    bed.txn.held = False
+    bed.clock.advance(2.0)  # the open batch is due
+    timeouts.clear()
+    for _ in range(6):  # sealed, recorded, sent: no consume on the way waits long
+        if bed.emails()[-1] == "u3@example.com":
+            break
+        bed.turns(c, 1, advance=0.0)
+    assert bed.emails()[-1] == "u3@example.com"
+    assert max(timeouts) <= BUSY_POLL_S, timeouts
