@@ -14,7 +14,7 @@ address (case-insensitively), the phone numbers, the custom field's value or the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol, TypeVar
 
 ProfileKey = str
@@ -24,7 +24,7 @@ _SCALARS = (str, int)
 
 
 class Ordered(Protocol):
-    keys: set[ProfileKey]
+    keys: Collection[ProfileKey]
     barrier: bool
 
 
@@ -71,10 +71,10 @@ def choose(waiting: Sequence[B], busy: Sequence[B], limit: int, ready: Callable[
             if not ahead and go:
                 out.append(batch)
             break  # nothing after a barrier may start before it is answered
-        if go and batch.keys.isdisjoint(blocked):
+        if go and blocked.isdisjoint(batch.keys):
             out.append(batch)
             if len(out) >= limit:
                 break
-        blocked |= batch.keys  # sent now or waiting: later batches must not overtake its profiles
+        blocked.update(batch.keys)  # sent now or waiting: later batches must not overtake its profiles
         ahead = True
     return out

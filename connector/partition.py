@@ -256,7 +256,7 @@ class Partition:
         batch.pending_dead_letters += dead_letters
         sources = batch.sources
         batch.items = []
-        batch.keys = set()  # the ordering rule looks at unanswered batches only
+        batch.keys = []  # the ordering rule looks at unanswered batches only
         batch.held = 0
         self._settle(batch)
         return sources
