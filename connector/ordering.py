@@ -14,7 +14,7 @@ address (case-insensitively), the phone numbers, the custom field's value or the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any, Protocol, TypeVar
 
 ProfileKey = str
@@ -24,8 +24,11 @@ _SCALARS = (str, int)
 
 
 class Ordered(Protocol):
-    keys: Collection[ProfileKey]
-    barrier: bool
+    @property
+    def keys(self) -> Collection[Hashable]: ...  # its profiles' keys, or their hashes
+
+    @property
+    def barrier(self) -> bool: ...
 
 
 B = TypeVar("B", bound=Ordered)
@@ -63,7 +66,7 @@ def choose(waiting: Sequence[B], busy: Sequence[B], limit: int, ready: Callable[
     out: list[B] = []
     if limit <= 0 or any(b.barrier for b in busy):
         return out
-    blocked: set[ProfileKey] = set().union(*(b.keys for b in busy))
+    blocked: set[Hashable] = set().union(*(b.keys for b in busy))
     ahead = bool(busy)  # something before the next waiting batch is unanswered
     for batch in waiting:
         go = ready is None or ready(batch)

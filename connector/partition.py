@@ -23,6 +23,7 @@ No Kafka, no HTTP, no clock: the loop passes ``now`` in and does the I/O.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 
 from connector.batching import Batch, BatchPolicy, Lane
@@ -256,7 +257,7 @@ class Partition:
         batch.pending_dead_letters += dead_letters
         sources = batch.sources
         batch.items = []
-        batch.keys = []  # the ordering rule looks at unanswered batches only
+        batch.keys = array("q")  # the ordering rule looks at unanswered batches only
         batch.held = 0
         self._settle(batch)
         return sources

@@ -39,24 +39,58 @@ def _route(**kw: Any) -> RouteSettings:
 
 ROUTES = [
     # the benchmark's shape: top-level columns, email, the undeclared-date and -decimal checks armed
-    (_route(fields={"email": "email", "_fname": "first_name", "_bdate": "birth_date", "balance": "balance",
-                    "phones": "phone", "CRM_ID": "id"}, ops={"r": "engage"}), 10_000_000),  # fmt: skip
+    (
+        _route(
+            fields={
+                "email": "email",
+                "_fname": "first_name",
+                "_bdate": "birth_date",
+                "balance": "balance",
+                "phones": "phone",
+                "CRM_ID": "id",
+            },
+            ops={"r": "engage"},
+        ),
+        10_000_000,
+    ),
     # nulls ignored, phone matching, nested paths, columns passed through, snapshot reads imported
-    (_route(matching="phone", nulls="ignore", unmapped="pass", fields={"phone": "phone", "_city": "address.city",
-                                                                       "_regdate": "day"}), 10_000_000),  # fmt: skip
+    (
+        _route(
+            matching="phone",
+            nulls="ignore",
+            unmapped="pass",
+            fields={"phone": "phone", "_city": "address.city", "_regdate": "day"},
+        ),
+        10_000_000,
+    ),
     # per-item content and custom_data, every op engaged, a small body limit
-    (_route(fields={"email": "email", "seen": "seen"}, content={"c": "address.city"}, custom_data={"id": "id"},
-            ops={"c": "engage", "r": "engage", "u": "engage", "d": "engage"}), 700),  # fmt: skip
+    (
+        _route(
+            fields={"email": "email", "seen": "seen"},
+            content={"c": "address.city"},
+            custom_data={"id": "id"},
+            ops={"c": "engage", "r": "engage", "u": "engage", "d": "engage"},
+        ),
+        700,
+    ),
     # updates only, custom matching, declared column types (the short way stands aside)
-    (_route(matching="custom", field_name="CRM_ID", fields={"CRM_ID": "id", "_bdate": "birth_date"},
-            column_types={"birth_date": "date"}, ops={"c": "skip", "r": "dead-letter"}), 10_000_000),  # fmt: skip
+    (
+        _route(
+            matching="custom",
+            field_name="CRM_ID",
+            fields={"CRM_ID": "id", "_bdate": "birth_date"},
+            column_types={"birth_date": "date"},
+            ops={"c": "skip", "r": "dead-letter"},
+        ),
+        10_000_000,
+    ),
 ]
 
 
 def _verdict(route: Route, value: bytes | None) -> tuple[Any, ...]:
     try:
         out = route.prepare(value)
-    except Exception as exc:  # noqa: BLE001 - compared, not judged, here (test_record_properties judges)
+    except Exception as exc:  # compared, not judged, here (test_record_properties judges)
         return ("raised", type(exc).__name__, str(exc))
     if type(out) is ImportItem:
         return ("import", out.item, route.key)
@@ -77,8 +111,14 @@ def test_the_short_way_gives_the_general_ways_verdict_for_every_mutant() -> None
     counts: Counter[str] = Counter()
 
     @seed(run_seed)
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
-              phases=(Phase.explicit, Phase.generate), suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        phases=(Phase.explicit, Phase.generate),
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     @given(kind=st.sampled_from(list(JSON_KINDS)), example_seed=st.integers(0, 2**64 - 1))
     def one_example(kind: str, example_seed: int) -> None:
         rng = random.Random(example_seed)
@@ -98,7 +138,7 @@ def test_the_short_way_gives_the_general_ways_verdict_for_every_mutant() -> None
                         short = type(quick._quick(value)) is dict
                     except UndeclaredEncoding:  # raised only once the row is read on the short way
                         short = True
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         short = False
                     if short:
                         counts[f"short:{got[0]}"] += 1
