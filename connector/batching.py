@@ -65,7 +65,8 @@ class Batch:
     replayed: bool = False
     # The profiles of its items (connector.ordering): ``keys``, and ``barrier`` when an item's is unknown.
     # Each key is kept as its hash, 8 bytes in an array, repeats and all: a set of 10,000 key strings
-    # took about 1.2 MB per batch. Two profiles whose hashes collide are merely ordered as one.
+    # took 1.27 MB per batch, the array takes 0.08 MB. Two profiles whose hashes collide are only
+    # ordered as if they were one.
     keys: array[int] = field(default_factory=lambda: array("q"))
     barrier: bool = False
     imports: bool = False  # its items are imported without engaging (profiles/import_batch)
