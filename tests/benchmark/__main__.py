@@ -11,6 +11,8 @@ In one run, against the same real Kafka broker, the same data and the same emula
   sizes, with ``dead_letter.exactly_once: false`` (offsets committed by the consumer, no transactions);
 - the latency-bound case: one partition of mostly distinct profiles, an API taking 1 s per request,
   2,000-item batches and 8 requests in flight, against the bound those allow (8 x 2,000 / 1 s);
+- with ``--against CHECKOUT``, the connector of another checkout (an earlier commit's worktree) in the
+  same repetitions, right after this one's: a before/after measured side by side;
 
 each as a child process, so that CPU seconds and peak RSS are that process's own (``wait4``). It
 prints events/s, CPU seconds per million events and peak RSS (medians over the repetitions), the
@@ -21,6 +23,7 @@ connector's ratios to the floor and the ceiling, and with ``--latency`` the end-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -118,6 +121,15 @@ def main() -> int:
         default=0.1,
         help="share of its events that update one of a million existing customers; the others are new (default 0.1)",
     )
+    ap.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="another checkout of the connector (a git worktree of an earlier commit, say) measured in the same "
+        "repetitions, right after this one's connector: JSON at both request sizes and Avro, with its own "
+        "defaults; run with CHECKOUT/.venv/bin/python when there is one, else with this Python",
+    )
     args = ap.parse_args()
 
     broker = None
@@ -157,6 +169,10 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
         runs["connector_alo"] = []
         if args.small_batch > 0:
             runs["connector_small_alo"] = []
+    if args.against is not None:
+        runs.update(against=[], against_avro=[])
+        if args.small_batch > 0:
+            runs["against_small"] = []
     bound_topic = None
     overlapping = (0, 0)
     if args.latency_bound_seconds > 0:
@@ -221,6 +237,21 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
                             measure_connector(bootstrap, topic, f"{name}-{tag}-{rep}", args.events, url, Path(tmp),
                                               config=config)
                         )  # fmt: skip
+                if args.against is not None:
+                    log(f"repetition {rep + 1}/{args.reps}: the connector of {args.against}")
+                    with checkout(args.against):
+                        runs["against"].append(
+                            measure_connector(bootstrap, topic, f"against-{tag}-{rep}", args.events, url, Path(tmp))
+                        )
+                        runs["against_avro"].append(
+                            measure_connector(bootstrap, avro_topic, f"against-avro-{tag}-{rep}", args.events, url,
+                                              Path(tmp), registry_url=registry.url)
+                        )  # fmt: skip
+                        if args.small_batch > 0:
+                            runs["against_small"].append(
+                                measure_connector(bootstrap, topic, f"against-small-{tag}-{rep}", args.events, url,
+                                                  Path(tmp), max_items=args.small_batch)
+                            )  # fmt: skip
                 if bound_topic is not None:
                     log(f"repetition {rep + 1}/{args.reps}: latency-bound, {args.latency_bound_seconds} s per request")
                     runs["latency_bound"].append(
@@ -246,6 +277,13 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
         ratios["connector_small_to_floor_small"] = (
             summary["connector_small"]["events_per_s"] / summary["floor_small"]["events_per_s"]
         )
+    for mine, theirs, floor_of in (
+        ("connector", "against", "floor"),
+        ("connector_small", "against_small", "floor_small"),
+    ):
+        if theirs in summary:
+            ratios[theirs + "_to_floor"] = summary[theirs]["events_per_s"] / summary[floor_of]["events_per_s"]
+            ratios[mine + "_to_" + theirs] = summary[mine]["events_per_s"] / summary[theirs]["events_per_s"]
     for exact, loose, label in (("connector", "connector_alo", "exactly_once_cost"),
                                 ("connector_small", "connector_small_alo", "exactly_once_cost_small")):  # fmt: skip
         if exact in summary and loose in summary:
@@ -270,6 +308,7 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
         "repetitions": args.reps,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "small_batch": args.small_batch,
+        "against": str(args.against) if args.against is not None else None,
         "median": summary,
         "ratios": ratios,
         "latency_bound": latency_bound,
@@ -313,7 +352,10 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes | N
 
 
 def wait_child(proc: subprocess.Popen[Any], timeout: float) -> tuple[int, Any]:
-    """Reap the child and return its exit status and its own resource usage."""
+    """Reap the child and return its exit status and its own resource usage (None when ``poll`` reaped
+    it already: it ended by itself, a failure for every child measured here)."""
+    if proc.returncode is not None:
+        return proc.returncode, None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -432,6 +474,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def checkout(root: Path) -> Iterator[None]:
+    """Connectors started inside run the code of the checkout at ``root`` (``python -m`` in that
+    directory finds its ``connector`` package first), with its own virtualenv's Python when it has one."""
+    global ROOT, PY
+    saved = ROOT, PY
+    own = root / ".venv" / "bin" / "python"
+    ROOT, PY = root.resolve(), str(own) if own.exists() else sys.executable
+    try:
+        yield
+    finally:
+        ROOT, PY = saved
 
 
 def start_connector(config: dict[str, Any], workdir: Path, name: str) -> subprocess.Popen[bytes]:
@@ -685,6 +741,9 @@ def print_table(
         "connector_small": f"connector {args.small_batch}",
         "connector_alo": "  at-least-once",
         "connector_small_alo": f"  at-least-once {args.small_batch}",
+        "against": "against",
+        "against_avro": "against_avro",
+        "against_small": f"against {args.small_batch}",
     }
     for key, name in names.items():
         if key in summary:
@@ -695,6 +754,15 @@ def print_table(
     if "connector_small_to_floor_small" in ratios:
         small = ratios["connector_small_to_floor_small"]
         print(f"connector / floor   {small:.2f} ({args.small_batch:,}-item requests)")
+    if args.against is not None:
+        print(f"against: the connector of {args.against}, measured in the same repetitions")
+        for mine, theirs, size in (
+            ("connector", "against", 10_000),
+            ("connector_small", "against_small", args.small_batch),
+        ):
+            if theirs + "_to_floor" in ratios:
+                print(f"  {size:,}-item requests: against / floor {ratios[theirs + '_to_floor']:.2f}, "
+                      f"connector / against {ratios[mine + '_to_' + theirs]:.2f}")  # fmt: skip
     for label, size in (("exactly_once_cost", 10_000), ("exactly_once_cost_small", args.small_batch)):
         if label in ratios:
             print(f"exactly-once dead letters cost {ratios[label]:.0%} of the throughput and "

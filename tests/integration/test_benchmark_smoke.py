@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,29 @@ def test_benchmark_runs_every_part_and_reports_them(kafka: Any, tmp_path: Path) 
     assert "connector / floor" in done.stdout and "latency-bound" in done.stdout
     assert "guarantees of the floor" in done.stdout
     assert "exactly_once_cost" in result["ratios"] and "exactly-once dead letters cost" in done.stdout
+
+
+def _small_run(kafka: Any, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.benchmark", "--events", "3000", "--partitions", "2", "--reps", "1",
+         "--latency-rate", "0", "--slow-seconds", "0", "--small-batch", "0", "--at-least-once", "0",
+         "--latency-bound-seconds", "0", "--bootstrap", kafka.bootstrap, "--out", str(out), *extra],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_against_measures_another_checkouts_connector_in_the_same_repetitions(kafka: Any, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = _small_run(kafka, out, "--against", str(ROOT))
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["against"] == str(ROOT)
+    for part in ("against", "against_avro"):
+        assert result["median"][part]["events_per_s"] > 0
+    assert result["ratios"]["connector_to_against"] > 0 and "connector / against" in done.stdout
+    # The other checkout's own code runs: a copy whose command-line entry fails makes the run fail.
+    other = tmp_path / "other"
+    shutil.copytree(ROOT / "connector", other / "connector", ignore=shutil.ignore_patterns("__pycache__"))
+    (other / "connector" / "cli.py").write_text("raise SystemExit(3)\n")
+    failed = _small_run(kafka, tmp_path / "other.json", "--against", str(other))
+    assert failed.returncode != 0 and "exit 3" in failed.stderr, failed.stderr[-2000:]
