@@ -257,7 +257,7 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
                     runs["latency_bound"].append(
                         measure_latency_bound(bootstrap, bound_topic, f"bound-{tag}-{rep}", url, Path(tmp), args)
                     )
-            slow = None
+            slow = slow_against = latency_against = None
             if args.slow_seconds > 0:
                 log(f"memory on the whole backlog for {args.slow_seconds:.0f} s, {args.slow_latency} s per request")
                 slow = measure_slow_api(bootstrap, topic, f"slow-{tag}", url, Path(tmp), args)
@@ -265,6 +265,14 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
             if args.latency_rate > 0:
                 log(f"latency at a steady {args.latency_rate} events/s")
                 latency = measure_latency(bootstrap, url, args, Path(tmp), tag)
+            if args.against is not None:
+                with checkout(args.against):
+                    if args.slow_seconds > 0:
+                        log(f"the same, with the connector of {args.against}")
+                        slow_against = measure_slow_api(bootstrap, topic, f"slow-against-{tag}", url, Path(tmp), args)
+                    if args.latency_rate > 0:
+                        log(f"the same, with the connector of {args.against}")
+                        latency_against = measure_latency(bootstrap, url, args, Path(tmp), f"{tag}-against")
     finally:
         registry.stop()
     summary = {name: medians(rs) for name, rs in runs.items()}
@@ -315,10 +323,17 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
         "guarantees": {"floor": FLOOR_GUARANTEES, "connector": CONNECTOR_GUARANTEES},
         "latency": latency,
         "slow_api": slow,
+        "latency_against": latency_against,
+        "slow_api_against": slow_against,
         "runs": runs,
     }
     Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print_table(summary, ratios, latency, slow, latency_bound, args)
+    if latency_against:
+        print(f"against: end-to-end latency p50 {latency_against.get('p50_ms', float('nan')):.0f} ms, "
+              f"p99 {latency_against.get('p99_ms', float('nan')):.0f} ms")  # fmt: skip
+    if slow_against:
+        print(f"against: whole backlog, peak RSS {slow_against['peak_rss_mb']:.0f} MB")
     return 0
 
 

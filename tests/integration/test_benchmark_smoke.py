@@ -55,13 +55,15 @@ def _small_run(kafka: Any, out: Path, *extra: str) -> subprocess.CompletedProces
 
 def test_against_measures_another_checkouts_connector_in_the_same_repetitions(kafka: Any, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = _small_run(kafka, out, "--against", str(ROOT))
+    done = _small_run(kafka, out, "--against", str(ROOT), "--latency-rate", "1000", "--latency-seconds", "1",
+                      "--slow-seconds", "2", "--slow-latency", "0.2")  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text())
     assert result["against"] == str(ROOT)
     for part in ("against", "against_avro"):
         assert result["median"][part]["events_per_s"] > 0
     assert result["ratios"]["connector_to_against"] > 0 and "connector / against" in done.stdout
+    assert result["latency_against"]["count"] > 0 and result["slow_api_against"]["peak_rss_mb"] > 0
     # The other checkout's own code runs: a copy whose command-line entry fails makes the run fail.
     other = tmp_path / "other"
     shutil.copytree(ROOT / "connector", other / "connector", ignore=shutil.ignore_patterns("__pycache__"))
