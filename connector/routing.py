@@ -73,11 +73,12 @@ class Route:
             self.condition = compile_condition(settings.when, ROW_VARIABLES if avro else VARIABLES)
             if settings.format is Format.DEBEZIUM_JSON and self.condition.reads:
                 self._sides = _EnvelopeSides(self.decode, self.condition.reads)
-        # The decoder's short way (JsonDecoder.quick) for records of the ops this route engages, when
-        # nothing but the op decides that a record is engaged.
+        # The decoder's short way (JsonDecoder.quick, AvroDecoder.quick) for records of the ops this route
+        # engages, when nothing but the op decides that a record is engaged.
         self._quick: Callable[[bytes | None], dict[str, Any] | ChangeEvent] | None = None
-        if isinstance(self.decode, JsonDecoder) and self.condition is None:
-            self._quick = self.decode.quick(frozenset(op for op in "cru" if self._ops[op] is OpAction.ENGAGE))
+        quick = getattr(self.decode, "quick", None)
+        if quick is not None and self.condition is None:
+            self._quick = quick(frozenset(op for op in "cru" if self._ops[op] is OpAction.ENGAGE))
 
     def prepare(self, value: bytes | None) -> bytes | ImportItem | Unsent:
         """The item of one record (bytes to engage; :class:`ImportItem` to import only), or why there is

@@ -1,9 +1,12 @@
-"""The decoder's short way (``JsonDecoder.quick``) gives every record the verdict the general way gives.
+"""The decoders' short way (``JsonDecoder.quick``, ``AvroDecoder.quick``) gives every record the verdict
+the general way gives.
 
 ``Route.prepare`` reads the commonest record of a ``debezium-json`` route (an envelope without a schema
 block, of an op the route engages) without making a change event. For any bytes, the item (to the
 byte), the profile key, the dead letter's reason or the skip must be those of the general way. The
-inputs are the record fuzzer's structure-aware mutants of every JSON shape, through routes that
+inputs are the record fuzzer's structure-aware mutants of every JSON shape and of Avro records in the
+Confluent wire format (envelopes, flattened rows, other records, unknown and unreachable schema ids),
+through routes that
 differ where the short way takes decisions: the ops engaged, the undeclared-encoding checks of date
 and custom fields, nulls, matching modes, passed-through columns, per-item content.
 
@@ -22,10 +25,21 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from connector.config import RouteSettings
+from connector.decode.avro import AvroDecoder
 from connector.decode.json_events import UndeclaredEncoding
 from connector.models import ImportItem
 from connector.routing import Route
-from tests.unit.test_record_properties import JSON_KINDS, _mutate_bytes, _mutate_doc, _serialize
+from tests.unit.test_record_properties import (
+    JSON_KINDS,
+    FakeRegistry,
+    _avro,
+    _avro_record,
+    _frame,
+    _mutate_avro,
+    _mutate_bytes,
+    _mutate_doc,
+    _serialize,
+)
 
 EXAMPLES = 120
 MUTANTS_PER_EXAMPLE = 150
@@ -148,3 +162,57 @@ def test_the_short_way_gives_the_general_ways_verdict_for_every_mutant() -> None
     print(f"quick decoding fuzz: {dict(sorted(counts.items()))}")
     # The short way was taken, and ended in items and in dead letters (undeclared encodings, mapping).
     assert counts["short:engage"] > 1_000 and counts["short:unsent"] > 200, counts
+
+
+AVRO_ROUTES = [
+    (_route(format="debezium-avro", fields={"email": "email", "_bdate": "birth_date"}, ops={"r": "engage"}), 10**7),
+    (_route(format="debezium-avro", matching="phone", unmapped="pass", fields={"phone": "phone"}), 10**7),
+    (_route(format="debezium-avro", fields={"email": "email"}, content={"c": "city"}, ops={"c": "skip"}), 600),
+    (_route(format="avro", fields={"email": "email"}), 10**7),  # not Debezium: the short way stands aside
+]
+
+
+def test_the_avro_short_way_gives_the_general_ways_verdict_for_every_mutant() -> None:
+    run_seed = int(os.environ.get("QUICK_FUZZ_SEED") or random.randrange(2**32))
+    print(f"\nquick Avro decoding fuzz: seed {run_seed} (QUICK_FUZZ_SEED={run_seed} repeats this run)")
+    registry = FakeRegistry()
+    pairs = []
+    for s, limit in AVRO_ROUTES:
+        general = Route(s, limit, decoder=AvroDecoder(s.format, registry))  # type: ignore[arg-type]
+        general._quick = None
+        pairs.append((Route(s, limit, decoder=AvroDecoder(s.format, registry)), general))  # type: ignore[arg-type]
+    assert [q._quick is not None for q, _ in pairs] == [True, True, True, False]
+    counts: Counter[str] = Counter()
+
+    @seed(run_seed)
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        phases=(Phase.explicit, Phase.generate),
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(schema_id=st.sampled_from([1, 1, 1, 2, 3, 4]), example_seed=st.integers(0, 2**64 - 1))
+    def one_example(schema_id: int, example_seed: int) -> None:
+        rng = random.Random(example_seed)
+        bases = [_frame(schema_id, _avro(schema_id, _avro_record(schema_id, rng))) for _ in range(4)]
+        for n in range(MUTANTS_PER_EXAMPLE):
+            value: bytes | None = rng.choice(bases)
+            for _ in range(rng.choice([0, 0, 1, 2])):
+                value = _mutate_avro(value, rng) if value is not None else None
+            for i, (quick, general) in enumerate(pairs):
+                got, want = _verdict(quick, value), _verdict(general, value)
+                assert got == want, f"schema {schema_id} example seed {example_seed}, mutant {n}, route {i}: {value!r}"
+                if quick._quick is not None and value is not None:
+                    try:
+                        short = type(quick._quick(value)) is dict
+                    except Exception:
+                        short = False
+                    if short:
+                        counts[f"short:{got[0]}"] += 1
+                counts[got[0]] += 1
+
+    one_example()
+    print(f"quick Avro decoding fuzz: {dict(sorted(counts.items()))}")
+    assert counts["short:engage"] > 300 and counts["short:unsent"] > 50, counts
