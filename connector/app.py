@@ -6,7 +6,8 @@ Each turn of :meth:`Connector.step`:
 1. serve dead-letter delivery reports; note that the loop is alive;
 2. take up to ``consume_batch_size`` records from Kafka (rebalance callbacks run in here);
 3. put each record through its route (decode -> op policy -> map -> serialize) into its partition;
-4. take in the answers of finished requests: accepted items resolve, rejected items become dead letters;
+4. take in the answers of finished requests: accepted items resolve, rejected ones become dead letters
+   (:mod:`connector.answers`, with the breaker);
 5. seal batches whose linger time is over;
 6. send recorded batches to the sender threads (batches of one partition go in parallel only when
    their profiles are disjoint: :mod:`connector.ordering`), and record the next sealed ones ahead, one
@@ -24,24 +25,23 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from connector.answers import Answers
 from connector.batching import Batch, BatchPolicy
-from connector.breaker import Breaker
 from connector.commits import Commits
 from connector.config import Mode, Settings
 from connector.errors import TransientError
 from connector.health import HealthServer, HealthState
-from connector.logs import DeadLetterLog, HaltLog, UnexpectedLog
+from connector.logs import HaltLog, UnexpectedLog
 from connector.metrics import Metrics
-from connector.models import ImportItem, Reason, SendOutcome, TopicPartitionKey, Unsent
+from connector.models import ImportItem, SendOutcome, TopicPartitionKey, Unsent
 from connector.partition import Partition, backlog_limit, plan_dispatch
 from connector.ports import DeadLetterSink, Record, Source, TransactionalSink
 from connector.replay import request_id
 from connector.routing import Route
 from connector.senders import Senders
 from connector.sink.client import Abandoned, SendJob
-from connector.sink.halt import BREAKER_REASON, HaltState
+from connector.sink.halt import HaltState
 from connector.source.consumer import Assigned
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,9 @@ class Connector:
         self.partitions: dict[TopicPartitionKey, Partition] = {}
         self._stop_requested = threading.Event()
         self._stop_deadline: float | None = None  # set once, when the stop request is first seen
-        self._dead_letter_log = DeadLetterLog()
-        dl = settings.dead_letter
-        self._breaker = Breaker(dl.breaker_window, dl.breaker_max_share, dl.breaker_max_consecutive)
+        self._answers = Answers(
+            parts.routes, parts.dead_letters, parts.metrics, parts.halt, settings.dead_letter, clock
+        )
         self._last_gauges = 0.0
         self._dispatches = 0
         self._commits = Commits(parts.source, self.partitions, parts.metrics, clock, parts.transactions)
@@ -225,20 +225,10 @@ class Connector:
             batch = part.add_dead(offset, msg, now)
             if prepared.unexpected:
                 self._unexpected_log.record(*part.tp, offset, prepared.dead, now)
-            self._dead_letter(part, batch, msg, prepared.dead, route.name)
-            self._judge(0, 1)
+            self._answers.dead_letter(part, batch, msg, prepared.dead, route.name)
+            self._answers.judge(0, 1)
         if route is not None:
             metrics.count_consumed(route.name, consumed)
-
-    def _dead_letter(self, part: Partition, batch: Batch, msg: Any, reason: Reason, route: str) -> None:
-        """Publish; the batch (already told a letter is on its way) settles when the broker confirms."""
-
-        def done() -> None:
-            part.dead_letter_confirmed(batch)
-            self.metrics.count_dead_lettered(route, reason.stage)
-
-        self._dead_letter_log.record(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, reason, self._clock())
-        self._p.dead_letters.publish(msg, reason, done)
 
     # 4.
     def _collect_results(self) -> None:
@@ -247,7 +237,7 @@ class Connector:
             if part is None or not part.in_flight(batch):
                 continue  # revoked or lost meanwhile
             if isinstance(outcome, SendOutcome):
-                self._apply_outcome(part, batch, outcome)
+                self._answers.apply(part, batch, outcome)
                 continue
             pause_until = None
             if not isinstance(outcome, Abandoned):
@@ -257,28 +247,6 @@ class Connector:
                           *batch.tp, batch.key_range, SEND_FAULT_PAUSE_S, exc_info=outcome)  # fmt: skip
                 pause_until = self._clock() + SEND_FAULT_PAUSE_S
             part.requeue(batch, pause_until)
-
-    def _apply_outcome(self, part: Partition, batch: Batch, outcome: SendOutcome) -> None:
-        route = self._p.routes[batch.tp[0]]
-        m = self.metrics
-        (m.imported if batch.imports else m.engaged).labels(route.name).inc(outcome.accepted)
-        m.batch_records.observe(len(batch.items))
-        m.batch_latency.observe(max(0.0, self._clock() - batch.opened_at))
-        sources = part.answered(batch, len(outcome.rejected))
-        if outcome.accepted and sources and hasattr(sources[0], "timestamp"):
-            m.observe_freshness(sources[0].timestamp(), time.time())
-        for rej in outcome.rejected:
-            reason = Reason("api", "AltcraftRejected", f"Altcraft error {rej.code}: {rej.text}", rej.code, rej.text,
-                            outcome.request_id, rej.debug or None)  # fmt: skip
-            self._dead_letter(part, batch, sources[rej.index], reason, route.name)
-        self._judge(outcome.accepted, len(outcome.rejected))
-
-    def _judge(self, ok: int, dead: int) -> None:
-        """Feed the breaker; when it trips, halt: too many dead letters mean a misconfiguration."""
-        why = self._breaker.record(ok, dead)
-        if why is not None:
-            self.halt.set(BREAKER_REASON, why)
-            log.error("halted by the dead-letter breaker: %s; fix the cause (mapping, route, data) and restart", why)
 
     # 6.
     def _dispatch(self, now: float, sync: bool = False) -> None:
@@ -356,7 +324,7 @@ class Connector:
         self.metrics.assigned_partitions.set(len(self.partitions))
         for tick in self._p.tickers:
             tick(now)
-        self._dead_letter_log.flush(now)
+        self._answers.flush_log(now)
         reasons = self.halt.reasons()
         if (dlq_halt := self._p.dead_letters.halt_reason) is not None:
             reasons[dlq_halt] = f"the dead-letter topic {self.settings.dead_letter.topic} refuses letters"
