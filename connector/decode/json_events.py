@@ -28,17 +28,22 @@ def _not_json(exc: orjson.JSONDecodeError) -> DecodeError:
     return DecodeError(f"not valid JSON: {exc}")
 
 
-def decode_plain_json(value: bytes | None) -> ChangeEvent:
-    """A JSON object holding the profile row (``__op``/``__deleted`` honoured when present)."""
-    if value is None:
-        return TOMBSTONE
+def _json_object(value: bytes) -> dict[str, Any]:
+    """The JSON object ``value`` holds; DecodeError when it is not JSON or not an object."""
     try:
-        doc = orjson.loads(value)  # inline rather than in a helper: this runs once per record
+        doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise _not_json(exc) from None
     if type(doc) is not dict:
         raise DecodeError(f"expected a JSON object, got {type(doc).__name__}")
-    return from_flat(doc, default_op="u")
+    return doc
+
+
+def decode_plain_json(value: bytes | None) -> ChangeEvent:
+    """A JSON object holding the profile row (``__op``/``__deleted`` honoured when present)."""
+    if value is None:
+        return TOMBSTONE
+    return from_flat(_json_object(value), default_op="u")
 
 
 class UndeclaredEncoding(DecodeError):
@@ -77,17 +82,10 @@ class JsonDecoder:
         if not self._debezium:
             event = decode_plain_json(value)
             return self._schemaless(event) if self._typed and event.row else event
-        # Debezium's JSON converter output, schemas enabled or not, envelope or flattened. Written out
-        # here rather than in helpers: this runs once per record.
+        # Debezium's JSON converter output, schemas enabled or not, envelope or flattened.
         if value is None:
             return TOMBSTONE
-        try:
-            doc = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise _not_json(exc) from None
-        if type(doc) is not dict:
-            raise DecodeError(f"expected a JSON object, got {type(doc).__name__}")
-        return self._event(doc)
+        return self._event(_json_object(value))
 
     def quick(self, ops: frozenset[str]) -> Callable[[bytes | None], dict[str, Any] | ChangeEvent] | None:
         """A shorter way for the commonest record of a ``debezium-json`` route with no ``column_types``:
@@ -98,19 +96,12 @@ class JsonDecoder:
         property test holds the two to that). None when the route has no such records to shorten."""
         if not self._debezium or self._typed or not ops <= frozenset("cru"):
             return None
-        loads, event_of, not_json = orjson.loads, self._event, _not_json
-        date_keys, number_keys = self._date_keys, self._number_keys
-        undeclared_date, undeclared_decimal = self._undeclared_date, self._undeclared_decimal
+        event_of, check = self._event, self._check_encodings
 
         def row_or_event(value: bytes | None) -> dict[str, Any] | ChangeEvent:
             if value is None:
                 return TOMBSTONE
-            try:
-                doc = loads(value)
-            except orjson.JSONDecodeError as exc:
-                raise not_json(exc) from None
-            if type(doc) is not dict:
-                raise DecodeError(f"expected a JSON object, got {type(doc).__name__}")
+            doc = _json_object(value)
             op = doc.get("op")
             row = doc.get("after")
             # The checks of from_envelope and _event, for this case: an op of ``ops`` is a known one, not
@@ -118,14 +109,7 @@ class JsonDecoder:
             if type(op) is not str or op not in ops or type(row) is not dict or not row or "schema" in doc:
                 return event_of(doc)
             row = strip_unavailable(row)
-            get = row.get
-            for col in date_keys:
-                if type(get(col)) is int:
-                    undeclared_date(row)
-            for col in number_keys:
-                v = get(col)
-                if type(v) is str and v[-1:] == "=":
-                    undeclared_decimal(row)
+            check(row)
             return row
 
         return row_or_event
@@ -147,14 +131,7 @@ class JsonDecoder:
             return ChangeEvent(event.op, _apply_logical_types(event.row, schema, event.op), event.source_ts_ms)
         if self._typed:
             return self._schemaless(event)
-        get = event.row.get  # the check of _schemaless, inline for the common case: no declared types
-        for col in self._date_keys:
-            if type(get(col)) is int:
-                self._undeclared_date(event.row)
-        for col in self._number_keys:
-            v = get(col)
-            if type(v) is str and v[-1:] == "=":
-                self._undeclared_decimal(event.row)
+        self._check_encodings(event.row)
         return event
 
     def _schemaless(self, event: ChangeEvent) -> ChangeEvent:
@@ -163,15 +140,20 @@ class JsonDecoder:
         assert row is not None
         if self._typed:
             row = _convert_columns(row, self._typed)
+        self._check_encodings(row)
+        return event if row is event.row else ChangeEvent(event.op, row, event.source_ts_ms)
+
+    def _check_encodings(self, row: dict[str, Any]) -> None:
+        """Raise :class:`UndeclaredEncoding` for a schemaless row whose read columns hold an encoding no
+        Altcraft field takes (the class docstring); cheap checks first, the exact ones off the hot path."""
         get = row.get
         for col in self._date_keys:
             if type(get(col)) is int:
                 self._undeclared_date(row)
         for col in self._number_keys:
             v = get(col)
-            if type(v) is str and v[-1:] == "=":  # base64 padding: the pattern is checked off the hot path
+            if type(v) is str and v[-1:] == "=":  # base64 padding: the pattern is checked in _undeclared_decimal
                 self._undeclared_decimal(row)
-        return event if row is event.row else ChangeEvent(event.op, row, event.source_ts_ms)
 
     def _undeclared_date(self, row: dict[str, Any]) -> None:
         for col, dst in self._date_columns:
