@@ -170,10 +170,11 @@ class Connector:
     def _poll_timeout(self) -> float:
         """How long the next consume may block: no longer than until the oldest open batch is due, so
         that a batch is sealed on time rather than up to a poll later, and :data:`BUSY_POLL_S` while an
-        answer is awaited that nothing would wake the consume for: a request's end, a commit's or a
-        transaction's (the next transaction waits for it), with batches recorded ahead or sealed."""
+        answer is awaited that nothing would wake the consume for: a request's end, or a commit's or a
+        transaction's (the next transaction waits for it) while sealed batches wait (recorded or not:
+        a batch stays in the backlog until it is sent)."""
         parts = self.partitions.values()
-        busy = self._p.senders.inflight or not self._commits.ready or any(p.ahead or p.backlog for p in parts)
+        busy = self._p.senders.inflight or not self._commits.ready or any(p.backlog for p in parts)
         timeout = min(self.settings.kafka.consume_timeout_s, BUSY_POLL_S if busy else 3600.0)
         now = self._clock()
         return min([timeout, *(d for part in parts if (d := part.due_in(now)) is not None)])
