@@ -113,26 +113,57 @@ def _verdict(route: Route, value: bytes | None) -> tuple[Any, ...]:
     return ("unsent", out)
 
 
-def test_the_short_way_gives_the_general_ways_verdict_for_every_mutant() -> None:
-    run_seed = int(os.environ.get("QUICK_FUZZ_SEED") or random.randrange(2**32))
-    print(f"\nquick decoding fuzz: seed {run_seed} (QUICK_FUZZ_SEED={run_seed} repeats this run)")
+def _pairs(routes: list[tuple[RouteSettings, int]], decoder: Any = None) -> list[tuple[Route, Route]]:
+    """Each route twice: as built (the short way where it applies), and held to the general way."""
     pairs = []
-    for s, limit in ROUTES:
-        general = Route(s, limit)
+    for s, limit in routes:
+        general = Route(s, limit, decoder(s) if decoder else None)
         general._quick = None  # the general way: decode to a change event, then the op policy
-        pairs.append((Route(s, limit), general))
+        pairs.append((Route(s, limit, decoder(s) if decoder else None), general))
+    return pairs
+
+
+def _compare(pairs: list[tuple[Route, Route]], value: bytes | None, counts: Counter[str], where: str) -> None:
+    """Both ways give ``value`` one verdict, through every route; counts what the short way ended in."""
+    for i, (quick, general) in enumerate(pairs):
+        got, want = _verdict(quick, value), _verdict(general, value)
+        assert got == want, f"{where}, route {i}: {value!r}"
+        if quick._quick is not None and value is not None:
+            try:
+                short = type(quick._quick(value)) is dict
+            except UndeclaredEncoding:  # raised only once the row is read on the short way
+                short = True
+            except Exception:
+                short = False
+            if short:
+                counts[f"short:{got[0]}"] += 1
+        counts[got[0]] += 1
+
+
+def _run_seed(what: str) -> int:
+    run_seed = int(os.environ.get("QUICK_FUZZ_SEED") or random.randrange(2**32))
+    print(f"\n{what} fuzz: seed {run_seed} (QUICK_FUZZ_SEED={run_seed} repeats this run)")
+    return run_seed
+
+
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    phases=(Phase.explicit, Phase.generate),
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def test_the_short_way_gives_the_general_ways_verdict_for_every_mutant() -> None:
+    run_seed = _run_seed("quick decoding")
+    pairs = _pairs(ROUTES)
     assert [q._quick is not None for q, _ in pairs] == [True, True, True, False]
     counts: Counter[str] = Counter()
 
     @seed(run_seed)
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        print_blob=True,
-        phases=(Phase.explicit, Phase.generate),
-        suppress_health_check=[HealthCheck.too_slow],
-    )
+    @FUZZ
     @given(kind=st.sampled_from(list(JSON_KINDS)), example_seed=st.integers(0, 2**64 - 1))
     def one_example(kind: str, example_seed: int) -> None:
         rng = random.Random(example_seed)
@@ -144,19 +175,7 @@ def test_the_short_way_gives_the_general_ways_verdict_for_every_mutant() -> None
             value: bytes | None = _serialize(doc)
             if rng.random() < 0.1:
                 value = _mutate_bytes(value or b"", rng)
-            for i, (quick, general) in enumerate(pairs):
-                got, want = _verdict(quick, value), _verdict(general, value)
-                assert got == want, f"{kind} example seed {example_seed}, mutant {n}, route {i}: {value!r}"
-                if quick._quick is not None and value is not None:
-                    try:
-                        short = type(quick._quick(value)) is dict
-                    except UndeclaredEncoding:  # raised only once the row is read on the short way
-                        short = True
-                    except Exception:
-                        short = False
-                    if short:
-                        counts[f"short:{got[0]}"] += 1
-                counts[got[0]] += 1
+            _compare(pairs, value, counts, f"{kind} example seed {example_seed}, mutant {n}")
 
     one_example()
     print(f"quick decoding fuzz: {dict(sorted(counts.items()))}")
@@ -173,26 +192,14 @@ AVRO_ROUTES = [
 
 
 def test_the_avro_short_way_gives_the_general_ways_verdict_for_every_mutant() -> None:
-    run_seed = int(os.environ.get("QUICK_FUZZ_SEED") or random.randrange(2**32))
-    print(f"\nquick Avro decoding fuzz: seed {run_seed} (QUICK_FUZZ_SEED={run_seed} repeats this run)")
+    run_seed = _run_seed("quick Avro decoding")
     registry = FakeRegistry()
-    pairs = []
-    for s, limit in AVRO_ROUTES:
-        general = Route(s, limit, decoder=AvroDecoder(s.format, registry))  # type: ignore[arg-type]
-        general._quick = None
-        pairs.append((Route(s, limit, decoder=AvroDecoder(s.format, registry)), general))  # type: ignore[arg-type]
+    pairs = _pairs(AVRO_ROUTES, lambda s: AvroDecoder(s.format, registry))
     assert [q._quick is not None for q, _ in pairs] == [True, True, True, False]
     counts: Counter[str] = Counter()
 
     @seed(run_seed)
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        print_blob=True,
-        phases=(Phase.explicit, Phase.generate),
-        suppress_health_check=[HealthCheck.too_slow],
-    )
+    @FUZZ
     @given(schema_id=st.sampled_from([1, 1, 1, 2, 3, 4]), example_seed=st.integers(0, 2**64 - 1))
     def one_example(schema_id: int, example_seed: int) -> None:
         rng = random.Random(example_seed)
@@ -201,17 +208,7 @@ def test_the_avro_short_way_gives_the_general_ways_verdict_for_every_mutant() ->
             value: bytes | None = rng.choice(bases)
             for _ in range(rng.choice([0, 0, 1, 2])):
                 value = _mutate_avro(value, rng) if value is not None else None
-            for i, (quick, general) in enumerate(pairs):
-                got, want = _verdict(quick, value), _verdict(general, value)
-                assert got == want, f"schema {schema_id} example seed {example_seed}, mutant {n}, route {i}: {value!r}"
-                if quick._quick is not None and value is not None:
-                    try:
-                        short = type(quick._quick(value)) is dict
-                    except Exception:
-                        short = False
-                    if short:
-                        counts[f"short:{got[0]}"] += 1
-                counts[got[0]] += 1
+            _compare(pairs, value, counts, f"schema {schema_id} example seed {example_seed}, mutant {n}")
 
     one_example()
     print(f"quick Avro decoding fuzz: {dict(sorted(counts.items()))}")
