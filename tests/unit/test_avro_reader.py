@@ -231,6 +231,36 @@ def test_recursive_records() -> None:
     assert got == expected == {"k": 7}
 
 
+def test_recursive_records_nested_too_deep_are_refused_whatever_the_stack_below_the_reader() -> None:
+    """How deep a recursive value may go does not depend on how deep the reader is called from: the
+    same record gets the same verdict, read at the top of the stack or 500 frames down."""
+    node = {
+        "type": "record",
+        "name": "Node",
+        "fields": [{"name": "v", "type": "int"}, {"name": "next", "type": ["null", "Node"]}],
+    }
+    read = compile_reader(fastavro.parse_schema(node))
+
+    def chain(levels: int) -> bytes:  # written by hand: fastavro's own writer recurses per level too
+        return b"".join(b"\x00\x02" for _ in range(levels - 1)) + b"\x00\x00"  # v=0, next=Node ... next=null
+
+    def verdict(payload: bytes, frames: int = 0) -> str:
+        if frames:
+            return verdict(payload, frames - 1)
+        try:
+            value, end = read(payload, 0)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        depth = 0
+        while value is not None:
+            depth, value = depth + 1, value["next"]
+        return f"read {depth} levels, {end} bytes"
+
+    assert verdict(chain(255)) == verdict(chain(255), 500) == "read 255 levels, 510 bytes"
+    assert verdict(chain(256)) == verdict(chain(256), 500) == "_Corrupt: Node nests more than 254 levels deep"
+    assert verdict(chain(5000)) == verdict(chain(5000), 500) == verdict(chain(256))
+
+
 def test_arrays_written_in_sized_blocks() -> None:
     """Java writers may write negative block counts followed by the block's byte size."""
     schema = fastavro.parse_schema({"type": "array", "items": "int"})

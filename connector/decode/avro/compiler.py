@@ -24,7 +24,7 @@ from typing import Any
 
 from connector.decode.avro.logical import conversion
 from connector.decode.avro.resolution import _Resolution
-from connector.decode.avro.runtime import _AT, _MAX_ZERO_SIZE_ITEMS, _RUNTIME
+from connector.decode.avro.runtime import _AT, _MAX_NESTING, _MAX_ZERO_SIZE_ITEMS, _RUNTIME
 from connector.decode.avro.schema import Incompatible, Schema, _describe, _kind, _min_size
 
 
@@ -261,7 +261,7 @@ class _Compiler(_Resolution):
             if name is None:
                 name = self.functions[key] = self.tmp("_rec")
                 self.pending.append((name, key, w, r))
-            out.append(f"{ind}{dst}, p = {name}(b, p)")
+            out.append(f"{ind}{dst}, p = {name}(b, p, d + 1)")
             return
         self.stack.append(key)
         try:
@@ -344,7 +344,7 @@ class _Compiler(_Resolution):
                 if name is None:
                     name = self.functions[key] = self.tmp("_rec")
                     self.pending.append((name, key, w, None))
-                out.append(f"{ind}{junk}, p = {name}(b, p)")
+                out.append(f"{ind}{junk}, p = {name}(b, p, d + 1)")
                 return
             self.stack.append(key)
             try:
@@ -360,16 +360,19 @@ class _Compiler(_Resolution):
         body: list[str] = []
         self.emit(writer, reader, "v0", "    ", body, "")
         lines = ["def _read(b, p):", "    L = len(b)", *body, "    return v0, p"]
+        if self.pending:  # a recursive type: ``d`` counts the levels of it around the value being read
+            lines.insert(2, "    d = 0")
         while self.pending:
             name, _key, w, r = self.pending.pop()
             self.stack = []  # emit_record / emit_skip push the key themselves; inner references call `name`
             inner: list[str] = []
+            head = [f"def {name}(b, p, d):", f"    if d > {_MAX_NESTING}:", f"        raise _too_deep({w['name']!r})"]
             if r is None:
                 self.emit_skip(w, "    ", inner, w["name"])
-                lines += [f"def {name}(b, p):", "    L = len(b)", *inner, "    return None, p"]
+                lines += [*head, "    L = len(b)", *inner, "    return None, p"]
             else:
                 self.emit_record(w, r, "v0", "    ", inner, w["name"])
-                lines += [f"def {name}(b, p):", "    L = len(b)", *inner, "    return v0, p"]
+                lines += [*head, "    L = len(b)", *inner, "    return v0, p"]
         if self.zero_size_items:
             lines.insert(2, f"    _Z[0] = {_MAX_ZERO_SIZE_ITEMS}")  # in _read: once per record
         self.ns["_lines"] = tuple(lines)  # for _failed_at

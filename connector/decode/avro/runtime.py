@@ -19,6 +19,11 @@ _ZIGZAG = tuple((n >> 1) ^ -(n & 1) for n in range(128))  # one-byte varints, de
 # Items of no bytes (nulls, empty records) in all the arrays and maps of one record: nothing else
 # bounds them, and arrays of arrays of nulls would multiply the counts of a few bytes into billions.
 _MAX_ZERO_SIZE_ITEMS = 1_000_000
+# Values of a recursive type nested deeper than this are refused. The bound is the JSON writer's (no
+# deeper value could be sent), and it is what keeps the reader's one frame per level far from Python's
+# recursion limit: without it, how deep a record could go would depend on the stack the reader is
+# called from, and one record could get two different verdicts.
+_MAX_NESTING = 254
 
 
 class _Truncated(Exception):
@@ -65,6 +70,10 @@ def _failed_at(exc: BaseException) -> str:
     return f"{path}: " if path else ""
 
 
+def _too_deep(path: str) -> _Corrupt:
+    return _Corrupt(f"{path} nests more than {_MAX_NESTING} levels deep")
+
+
 def _bad_union(index: int, branches: int, path: str) -> _Corrupt:
     return _Corrupt(f"union branch {index} at {path} does not exist (the schema has {branches})")
 
@@ -96,6 +105,7 @@ _RUNTIME: dict[str, Any] = {
     "_unpack_d": struct.Struct("<d").unpack_from,
     "_Truncated": _Truncated,
     "_Corrupt": _Corrupt,
+    "_too_deep": _too_deep,
     "_bad_union": _bad_union,
     "_bad_union_at": _bad_union_at,
     "_bad_enum": _bad_enum,
