@@ -326,8 +326,9 @@ class Partition:
 
     @property
     def memory(self) -> int:
-        """Estimated bytes kept alive by this partition's open, sealed (recorded or not) and in-flight batches."""
-        return self._lane.held + sum(b.held for b in self._inflight)
+        """Estimated bytes kept alive by this partition's open, sealed (recorded or not) and in-flight
+        batches; an in-flight batch also has its request body, a copy of its items, built by its sender."""
+        return self._lane.held + sum(b.held + b.size for b in self._inflight)
 
     @property
     def backlog(self) -> int:

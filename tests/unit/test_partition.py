@@ -157,6 +157,20 @@ def test_a_partition_keeps_its_share_of_the_requests_in_flight_ready() -> None:
     assert p.should_pause(0.0, halted=False, stopping=False, over_budget=False, backlog=4)
 
 
+def test_a_batch_in_flight_weighs_its_request_body_too() -> None:
+    """The memory bound counts what a sent batch keeps alive: its records and items, and the request
+    body its sender builds from the items (a second copy of them) until the answer comes."""
+    p = partition(max_items=2)
+    p.add(0, b'{"email":"a@x.ru"}', None, 0.0, weight=100, key="e:a")
+    p.add(1, b'{"email":"b@x.ru"}', None, 0.0, weight=100, key="e:b")
+    assert p.memory == 200  # sealed: the records and their items
+    [batch] = send(p)
+    body = len(b'{"email":"a@x.ru"},{"email":"b@x.ru"}')
+    assert p.memory == 200 + 20 + body  # in flight: the body too (20: the request around the items)
+    p.answered(batch, 0)
+    assert p.memory == 0
+
+
 def test_pauses_when_backed_up_held_or_over_the_memory_budget() -> None:
     p = partition(max_items=1)
     assert not p.should_pause(0.0, halted=False, stopping=False, over_budget=True)  # idle: nothing to free
