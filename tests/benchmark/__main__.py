@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import os
 import platform
 import signal
@@ -467,7 +468,9 @@ def connector_config(
     }  # fmt: skip
 
 
-_LOCAL: httpx.Client | None = None
+@functools.cache
+def _local_client() -> httpx.Client:
+    return httpx.Client(timeout=5, trust_env=False)
 
 
 def metrics_page(port: int) -> str:
@@ -476,10 +479,7 @@ def metrics_page(port: int) -> str:
     connector was polled every 50 ms around the timed moments, so the benchmark itself took a third of a
     core from the machine while the connector ran, and none while the floor did (measured at
     1,000-item batches: 10 CPU-s per million events more in the benchmark's own process)."""
-    global _LOCAL
-    if _LOCAL is None:
-        _LOCAL = httpx.Client(timeout=5, trust_env=False)
-    return _LOCAL.get(f"http://127.0.0.1:{port}/metrics").text
+    return _local_client().get(f"http://127.0.0.1:{port}/metrics").text
 
 
 def scrape(port: int) -> dict[str, float]:
