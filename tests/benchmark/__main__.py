@@ -195,69 +195,11 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
                 measure_script("floor", bootstrap, topic, f"warm-floor-{tag}", args.events, url)
                 measure_script("ceiling", bootstrap, avro_topic, f"warm-avro-{tag}", args.events, url)
             for rep in range(args.reps):
-                log(f"repetition {rep + 1}/{args.reps}: ceiling, floor")
-                for part in ("ceiling", "floor"):
-                    group = f"{part}-{tag}-{rep}"
-                    runs[part].append(measure_script(part, bootstrap, topic, group, args.events, url))
-                log(f"repetition {rep + 1}/{args.reps}: connector")
-                runs["connector"].append(
-                    measure_connector(bootstrap, topic, f"conn-{tag}-{rep}", args.events, url, Path(tmp))
-                )
-                log(f"repetition {rep + 1}/{args.reps}: connector, Avro")
-                runs["connector_avro"].append(
-                    measure_connector(bootstrap, avro_topic, f"avro-{tag}-{rep}", args.events, url, Path(tmp),
-                                      registry_url=registry.url)
-                )  # fmt: skip
-                if args.small_batch > 0:
-                    log(f"repetition {rep + 1}/{args.reps}: floor and connector, {args.small_batch}-item requests")
-                    runs["floor_small"].append(
-                        measure_script(
-                            "floor",
-                            bootstrap,
-                            topic,
-                            f"floor-small-{tag}-{rep}",
-                            args.events,
-                            url,
-                            batch=args.small_batch,
-                        )
-                    )
-                    runs["connector_small"].append(
-                        measure_connector(bootstrap, topic, f"conn-small-{tag}-{rep}", args.events, url, Path(tmp),
-                                          max_items=args.small_batch)
-                    )  # fmt: skip
-                if args.at_least_once:
-                    log(f"repetition {rep + 1}/{args.reps}: connector without transactions (at-least-once)")
-                    sizes = [(10_000, "connector_alo")]
-                    if args.small_batch > 0:
-                        sizes.append((args.small_batch, "connector_small_alo"))
-                    for size, name in sizes:
-                        port = free_port()
-                        config = connector_config(bootstrap, topic, f"{name}-{tag}-{rep}", url, port, max_items=size)
-                        config["dead_letter"]["exactly_once"] = False
-                        runs[name].append(
-                            measure_connector(bootstrap, topic, f"{name}-{tag}-{rep}", args.events, url, Path(tmp),
-                                              config=config)
-                        )  # fmt: skip
-                if args.against is not None:
-                    log(f"repetition {rep + 1}/{args.reps}: the connector of {args.against}")
-                    with checkout(args.against):
-                        runs["against"].append(
-                            measure_connector(bootstrap, topic, f"against-{tag}-{rep}", args.events, url, Path(tmp))
-                        )
-                        runs["against_avro"].append(
-                            measure_connector(bootstrap, avro_topic, f"against-avro-{tag}-{rep}", args.events, url,
-                                              Path(tmp), registry_url=registry.url)
-                        )  # fmt: skip
-                        if args.small_batch > 0:
-                            runs["against_small"].append(
-                                measure_connector(bootstrap, topic, f"against-small-{tag}-{rep}", args.events, url,
-                                                  Path(tmp), max_items=args.small_batch)
-                            )  # fmt: skip
-                if bound_topic is not None:
-                    log(f"repetition {rep + 1}/{args.reps}: latency-bound, {args.latency_bound_seconds} s per request")
-                    runs["latency_bound"].append(
-                        measure_latency_bound(bootstrap, bound_topic, f"bound-{tag}-{rep}", url, Path(tmp), args)
-                    )
+                plan = repetition_plan(args, bootstrap, topic, avro_topic, bound_topic, url, Path(tmp), registry,
+                                       f"{tag}-{rep}")  # fmt: skip
+                for name, measure in rotated(plan, rep):
+                    log(f"repetition {rep + 1}/{args.reps}: {name}")
+                    runs[name].append(measure())
             slow = slow_against = latency_against = None
             if args.slow_seconds > 0:
                 log(f"memory on the whole backlog for {args.slow_seconds:.0f} s, {args.slow_latency} s per request")
@@ -282,22 +224,19 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
     finally:
         registry.stop()
     summary = {name: medians(rs) for name, rs in runs.items()}
-    conn, floor, ceil = summary["connector"], summary["floor"], summary["ceiling"]
-    ratios = {
-        "connector_to_floor": conn["events_per_s"] / floor["events_per_s"],
-        "connector_to_ceiling": conn["events_per_s"] / ceil["events_per_s"],
-    }
+    # Ratios between parts are medians of the ratios within each repetition: the host's speed drifts
+    # from one repetition to the next (the floor by 15% and more), and both sides of a pair share it.
+    pairs = [("connector", "floor"), ("connector", "ceiling")]
     if "connector_small" in summary:
-        ratios["connector_small_to_floor_small"] = (
-            summary["connector_small"]["events_per_s"] / summary["floor_small"]["events_per_s"]
-        )
+        pairs.append(("connector_small", "floor_small"))
     for mine, theirs, floor_of in (
         ("connector", "against", "floor"),
         ("connector_small", "against_small", "floor_small"),
     ):
         if theirs in summary:
-            ratios[theirs + "_to_floor"] = summary[theirs]["events_per_s"] / summary[floor_of]["events_per_s"]
-            ratios[mine + "_to_" + theirs] = summary[mine]["events_per_s"] / summary[theirs]["events_per_s"]
+            pairs += [(theirs, floor_of), (mine, theirs)]
+    per_repetition = {f"{a}_to_{b}": paired(runs, a, b) for a, b in pairs}
+    ratios = {name: statistics.median(values) for name, values in per_repetition.items()}
     for exact, loose, label in (("connector", "connector_alo", "exactly_once_cost"),
                                 ("connector_small", "connector_small_alo", "exactly_once_cost_small")):  # fmt: skip
         if exact in summary and loose in summary:
@@ -325,6 +264,7 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
         "against": str(args.against) if args.against is not None else None,
         "median": summary,
         "ratios": ratios,
+        "ratios_per_repetition": per_repetition,
         "latency_bound": latency_bound,
         "guarantees": {"floor": FLOOR_GUARANTEES, "connector": CONNECTOR_GUARANTEES},
         "latency": latency,
@@ -334,13 +274,94 @@ def run(args: argparse.Namespace, bootstrap: str, url: str) -> int:
         "runs": runs,
     }
     Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print_table(summary, ratios, latency, slow, latency_bound, args)
+    print_table(summary, ratios, per_repetition, latency, slow, latency_bound, args)
     if latency_against:
         print(f"against: end-to-end latency p50 {latency_against.get('p50_ms', float('nan')):.0f} ms, "
               f"p99 {latency_against.get('p99_ms', float('nan')):.0f} ms")  # fmt: skip
     if slow_against:
         print(f"against: whole backlog, peak RSS {slow_against['peak_rss_mb']:.0f} MB")
     return 0
+
+
+Measurement = Callable[[], dict[str, Any]]
+
+
+def repetition_plan(
+    args: argparse.Namespace,
+    bootstrap: str,
+    topic: str,
+    avro_topic: str,
+    bound_topic: str | None,
+    url: str,
+    workdir: Path,
+    registry: RegistryServer,
+    suffix: str,
+) -> list[tuple[str, Measurement]]:
+    """The measurements of one repetition, each named by its entry in the results, in the base order."""
+    events = args.events
+    plan: list[tuple[str, Measurement]] = [
+        ("ceiling", lambda: measure_script("ceiling", bootstrap, topic, f"ceiling-{suffix}", events, url)),
+        ("floor", lambda: measure_script("floor", bootstrap, topic, f"floor-{suffix}", events, url)),
+        ("connector", lambda: measure_connector(bootstrap, topic, f"conn-{suffix}", events, url, workdir)),
+        ("connector_avro", lambda: measure_connector(bootstrap, avro_topic, f"avro-{suffix}", events, url, workdir,
+                                                     registry_url=registry.url)),
+    ]  # fmt: skip
+    small = args.small_batch
+    if small > 0:
+        plan += [
+            ("floor_small", lambda: measure_script("floor", bootstrap, topic, f"floor-small-{suffix}", events, url,
+                                                   batch=small)),
+            ("connector_small", lambda: measure_connector(bootstrap, topic, f"conn-small-{suffix}", events, url,
+                                                          workdir, max_items=small)),
+        ]  # fmt: skip
+    if args.at_least_once:
+        sizes = [(10_000, "connector_alo")] + ([(small, "connector_small_alo")] if small > 0 else [])
+        for size, name in sizes:
+
+            def loose(size: int = size, group: str = f"{name}-{suffix}") -> dict[str, Any]:
+                config = connector_config(bootstrap, topic, group, url, free_port(), max_items=size)
+                config["dead_letter"]["exactly_once"] = False
+                return measure_connector(bootstrap, topic, group, events, url, workdir, config=config)
+
+            plan.append((name, loose))
+    if args.against is not None:
+        other = args.against
+
+        def theirs(measure: Measurement) -> Measurement:
+            def run_there() -> dict[str, Any]:
+                with checkout(other):
+                    return measure()
+
+            return run_there
+
+        plan += [
+            ("against", theirs(lambda: measure_connector(bootstrap, topic, f"against-{suffix}", events, url, workdir))),
+            ("against_avro", theirs(lambda: measure_connector(bootstrap, avro_topic, f"against-avro-{suffix}", events,
+                                                              url, workdir, registry_url=registry.url))),
+        ]  # fmt: skip
+        if small > 0:
+            plan.append(("against_small", theirs(lambda: measure_connector(
+                bootstrap, topic, f"against-small-{suffix}", events, url, workdir, max_items=small))))  # fmt: skip
+    if bound_topic is not None:
+        plan.append(("latency_bound", lambda: measure_latency_bound(bootstrap, bound_topic, f"bound-{suffix}", url,
+                                                                    workdir, args)))  # fmt: skip
+    return plan
+
+
+def rotated(plan: list[tuple[str, Measurement]], rep: int) -> list[tuple[str, Measurement]]:
+    """The plan in the order repetition ``rep`` runs it: the base order turned by ``rep`` places.
+
+    A measurement's place in the order sways it on a shared host (what ran just before, the broker's
+    caches and collections): two configurations that differed by 10% swapped places when their order was
+    reversed. Turned from one repetition to the next, each part runs in a different place each time
+    (every place once in as many repetitions as there are parts), so a median compares like with like."""
+    turn = rep % len(plan) if plan else 0
+    return plan[turn:] + plan[:turn]
+
+
+def paired(runs: dict[str, list[dict[str, float]]], mine: str, theirs: str) -> list[float]:
+    """``mine`` over ``theirs`` in events/s, repetition by repetition (both measured in each)."""
+    return [a["events_per_s"] / b["events_per_s"] for a, b in zip(runs[mine], runs[theirs], strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------- parts
@@ -759,6 +780,7 @@ def medians(rs: list[dict[str, float]]) -> dict[str, float]:
 def print_table(
     summary: dict[str, dict[str, float]],
     ratios: dict[str, float],
+    per_repetition: dict[str, list[float]],
     latency: Any,
     slow: Any,
     latency_bound: Any,
@@ -784,20 +806,25 @@ def print_table(
         if key in summary:
             r = summary[key]
             print(f"{name:16} {r['events_per_s']:>12,.0f} {r['cpu_s_per_million']:>18.1f} {r['peak_rss_mb']:>12.0f}")
-    print(f"connector / floor   {ratios['connector_to_floor']:.2f} (10,000-item requests)")
-    print(f"connector / ceiling {ratios['connector_to_ceiling']:.2f}")
+
+    def spread(name: str) -> str:
+        values = per_repetition[name]
+        return f"{ratios[name]:.2f}" + (f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else "")
+
+    print(f"{'':16} ratios: medians of the repetitions' own (their range)")
+    print(f"connector / floor   {spread('connector_to_floor')} (10,000-item requests)")
+    print(f"connector / ceiling {spread('connector_to_ceiling')}")
     if "connector_small_to_floor_small" in ratios:
-        small = ratios["connector_small_to_floor_small"]
-        print(f"connector / floor   {small:.2f} ({args.small_batch:,}-item requests)")
+        print(f"connector / floor   {spread('connector_small_to_floor_small')} ({args.small_batch:,}-item requests)")
     if args.against is not None:
         print(f"against: the connector of {args.against}, measured in the same repetitions")
-        for mine, theirs, size in (
-            ("connector", "against", 10_000),
-            ("connector_small", "against_small", args.small_batch),
+        for mine, theirs, size, floor_of in (
+            ("connector", "against", 10_000, "floor"),
+            ("connector_small", "against_small", args.small_batch, "floor_small"),
         ):
-            if theirs + "_to_floor" in ratios:
-                print(f"  {size:,}-item requests: against / floor {ratios[theirs + '_to_floor']:.2f}, "
-                      f"connector / against {ratios[mine + '_to_' + theirs]:.2f}")  # fmt: skip
+            if f"{theirs}_to_{floor_of}" in ratios:
+                print(f"  {size:,}-item requests: against / floor {spread(f'{theirs}_to_{floor_of}')}, "
+                      f"connector / against {spread(f'{mine}_to_{theirs}')}")  # fmt: skip
     for label, size in (("exactly_once_cost", 10_000), ("exactly_once_cost_small", args.small_batch)):
         if label in ratios:
             print(f"exactly-once dead letters cost {ratios[label]:.0%} of the throughput and "
