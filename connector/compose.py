@@ -24,6 +24,7 @@ from connector.dlq import DeadLetters
 from connector.health import HealthServer, HealthState
 from connector.kafka_signals import KafkaSignals
 from connector.metrics import Metrics
+from connector.ports import DeadLetterSink
 from connector.routing import Route
 from connector.senders import Senders
 from connector.sink.client import AltcraftClient
@@ -68,9 +69,16 @@ def build(
         transactions = TransactionalDeadLetters(producer_props, dl.topic, txn_id)
         closers.append(transactions.close)
         log.info("dead letters exactly once: transactional.id %s", txn_id)
+    dead_letters: DeadLetterSink
+    if transactions is None:
+        plain = DeadLetters(producer_props, dl.topic, clock=clock)
+        closers.append(plain.close)
+        dead_letters = plain
+    else:
+        dead_letters = transactions
     parts = Parts(
         source=KafkaSource(consumer_props),
-        dead_letters=transactions or DeadLetters(producer_props, dl.topic, clock=clock),
+        dead_letters=dead_letters,
         transactions=transactions,
         senders=Senders(client, ThreadPoolExecutor(settings.altcraft.max_in_flight, thread_name_prefix="sender")),
         routes={t: routes_by_name[r.name] for r in settings.routes for t in r.topics},

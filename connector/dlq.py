@@ -15,6 +15,7 @@ Nothing the producer or the broker answers ends the process:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -136,6 +137,22 @@ def judge(code: int, *, retriable: bool = False, fatal: bool = False, cut: bool 
     if retriable or code in _PASSING_CODES:
         return PASSING
     return REFUSED
+
+
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
+def close_producer(producer: Producer, timeout_s: float) -> None:
+    """Stop ``producer`` and its threads within about ``timeout_s``.
+
+    What it still holds then is purged: ``Producer.close`` alone waits for it up to
+    ``message.timeout.ms`` while the broker is away. Nothing purged is lost: no offset passes a record
+    whose dead letter is unconfirmed, so the next owner dead-letters it again. Left unclosed, a producer
+    lives on until its owner is collected, reconnecting to a broker that may be gone."""
+    with contextlib.suppress(Exception):  # closing only
+        producer.flush(timeout_s)
+        producer.purge()
+        producer.close()
 
 
 def message_max_bytes(props: dict[str, Any]) -> int:
@@ -261,6 +278,8 @@ class DeadLetters:
         p.done()
 
     def _refused(self, p: _Pending, err: KafkaError) -> None:
+        if err.code() in _PURGED:  # given up at close(): not a refusal
+            return
         msg = p.msg
         verdict = judge(err.code(), retriable=err.retriable(), fatal=err.fatal(), cut=p.cut)
         if verdict == CUT:
@@ -318,6 +337,10 @@ class DeadLetters:
     def flush(self, timeout_s: float) -> int:
         """Wait for outstanding deliveries; returns how many are still outstanding."""
         return int(self._producer.flush(timeout_s))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """The producer stopped (:func:`close_producer`); what it still holds after ``timeout_s`` is given up."""
+        close_producer(self._producer, timeout_s)
 
     @property
     def waiting_retry(self) -> int:

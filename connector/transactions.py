@@ -32,7 +32,6 @@ authorization, fatal producer: a halt label for the loop to show; anything else 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
@@ -56,6 +55,7 @@ from connector.dlq import (
     PASSING,
     UNAUTHORIZED,
     Letter,
+    close_producer,
     cut_to_fit,
     headers_for,
     judge,
@@ -295,11 +295,12 @@ class TransactionalDeadLetters:
             raise job.error if isinstance(job.error, CommitFailed) else CommitFailed(str(job.error))
 
     def close(self) -> None:
-        """Wait a little for the transaction in progress; never for a stuck one (its thread is a daemon)."""
+        """Wait a little for the transaction in progress; never for a stuck one (its thread is a daemon,
+        and its producer is left to it: closing a producer under a transactional call could hang)."""
         self.flush(TIMEOUT_S)
         self._retire_worker()
-        with contextlib.suppress(Exception):  # closing only
-            self._producer.flush(5.0)
+        if self._job is None:
+            close_producer(self._producer, 5.0)
 
     # -- inside (the loop's thread)
 

@@ -32,6 +32,7 @@ from confluent_kafka.admin import (
     OffsetSpec,
 )
 
+from connector.dlq import close_producer
 from tests.broker.kafka import KafkaBroker
 from tests.broker.kafka import free_port as _free_port
 from tests.support import wait_until
@@ -281,7 +282,7 @@ class KafkaHelper:
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.flush(10)
+            close_producer(self._producer, 10)
             self._producer = None
         self._admin = None
 

@@ -14,9 +14,10 @@ In one run, against the same real Kafka broker, the same data and the same emula
 - with ``--against CHECKOUT``, the connector of another checkout (an earlier commit's worktree) in the
   same repetitions, right after this one's: a before/after measured side by side;
 
-each as a child process, so that CPU seconds and peak RSS are that process's own (``wait4``). It
-prints events/s, CPU seconds per million events and peak RSS (medians over the repetitions), the
-connector's ratios to the floor and the ceiling, and with ``--latency`` the end-to-end latency
+each as a child process, so that CPU seconds and peak RSS are that process's own (``wait4``), in an
+order turned by one place each repetition (:func:`rotated`). It prints events/s, CPU seconds per
+million events and peak RSS (medians over the repetitions), the connector's ratios to the floor and the
+ceiling (medians of each repetition's own, :func:`paired`), and with ``--latency`` the end-to-end latency
 (event produced -> Altcraft answered) at a steady rate. Results are also written as JSON.
 """
 

@@ -4,6 +4,7 @@ transactional sink's contract (tests/integration/test_ports_contract.py) and the
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -16,6 +17,7 @@ from connector.models import Reason
 from connector.ports import FakeRecord
 from connector.source.consumer import CommitFailed
 from connector.transactions import Stage, Staged, TransactionalDeadLetters
+from tests.broker.kafka import free_port
 
 TP = ("profiles", 0)
 REASON = Reason("decode", "DecodeError", "not JSON")
@@ -271,3 +273,15 @@ def test_after_the_group_is_lost_the_next_transaction_starts_on_a_new_producer(m
     assert fresh is not first and fresh.config["transactional.id"] == "test-id"
     assert fresh.calls[0] == "init" and len(fresh.written) == 1  # its init fences the producer that lived through it
     sink.close()
+
+
+def test_close_stops_the_producer_and_its_threads_when_no_transaction_is_under_way() -> None:
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))  # librdkafka's threads are native
+
+    before = threads()
+    gone = f"127.0.0.1:{free_port()}"  # nothing listens there
+    sink = TransactionalDeadLetters({"bootstrap.servers": gone, "log_level": 0}, "dlq", "close-test")
+    assert threads() > before
+    sink.close()
+    assert threads() == before  # nothing keeps reconnecting to a broker that has gone
