@@ -50,7 +50,7 @@ class TestDeadLetters(DeadLetterSinkContract):
         self.made: list[DeadLetters] = []
         yield
         for sink in self.made:
-            sink.flush(5)
+            sink.close()
 
     def sink(self) -> DeadLetters:
         sink = DeadLetters(self.kafka.config(), self.dead_letter_topic, clock=lambda: 0.0)
