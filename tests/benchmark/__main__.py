@@ -12,7 +12,7 @@ In one run, against the same real Kafka broker, the same data and the same emula
 - the latency-bound case: one partition of mostly distinct profiles, an API taking 1 s per request,
   2,000-item batches and 8 requests in flight, against the bound those allow (8 x 2,000 / 1 s);
 - with ``--against CHECKOUT``, the connector of another checkout (an earlier commit's worktree) in the
-  same repetitions, right after this one's: a before/after measured side by side;
+  same repetitions as this one's: a before/after measured side by side;
 
 each as a child process, so that CPU seconds and peak RSS are that process's own (``wait4``), in an
 order turned by one place each repetition (:func:`rotated`). It prints events/s, CPU seconds per
@@ -129,7 +129,7 @@ def main() -> int:
         default=None,
         metavar="CHECKOUT",
         help="another checkout of the connector (a git worktree of an earlier commit, say) measured in the same "
-        "repetitions, right after this one's connector: JSON at both request sizes and Avro, with its own "
+        "repetitions as this one's connector: JSON at both request sizes and Avro, with its own "
         "defaults; run with CHECKOUT/.venv/bin/python when there is one, else with this Python",
     )
     args = ap.parse_args()
