@@ -61,6 +61,9 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Python warnings (a library's RuntimeWarning) go through the same handler: with log_format json
+    # every line the process writes is JSON, as log collectors expect.
+    logging.captureWarnings(True)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 

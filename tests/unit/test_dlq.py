@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -292,6 +293,7 @@ def _threads() -> int:
 def test_close_stops_the_producer_without_waiting_out_a_letter_the_broker_never_took(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    gc.collect()  # clients other tests left to the collector go now, not while this one is counted
     before = _threads()
     gone = f"127.0.0.1:{free_port()}"  # nothing listens there: the broker is away
     letters = DeadLetters({"bootstrap.servers": gone, "message.timeout.ms": 300_000, "log_level": 0}, "dlq",
@@ -303,7 +305,7 @@ def test_close_stops_the_producer_without_waiting_out_a_letter_the_broker_never_
     letters.close(0.2)
     # Producer.close alone would wait for the letter up to message.timeout.ms (300 s here).
     assert time.monotonic() - started < 60
-    assert _threads() == before  # its threads are gone: nothing reconnects to the absent broker any more
+    assert _threads() <= before  # its threads are gone: nothing reconnects to the absent broker any more
     # Given up, not confirmed (its record's offset stays uncommitted) and not reported as a refusal.
     assert confirmed == [] and not letters.failing
     assert not [r for r in caplog.records if r.levelname == "ERROR"]

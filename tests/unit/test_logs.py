@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,7 @@ from connector.logs import (
     JsonFormatter,
     Throttle,
     librdkafka_logger,
+    setup_logging,
 )
 from connector.models import Reason
 
@@ -169,3 +171,20 @@ def test_a_dead_letter_line_holds_a_bounded_reason_and_never_the_record(captured
     (doc,) = handler.docs
     assert len(str(doc["reason_message"])) == 300
     assert not {"key", "value", "headers"} & doc.keys()
+
+
+def test_a_python_warning_is_written_as_a_json_line_like_every_other(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # shown, not turned into an error as the test settings do
+        try:
+            setup_logging("INFO", "json")
+            warnings.warn("a library speaks up", RuntimeWarning, stacklevel=1)
+        finally:
+            logging.captureWarnings(False)
+            root.handlers[:], level = saved
+            root.setLevel(level)
+    lines = capsys.readouterr().err.splitlines()
+    docs = [json.loads(line) for line in lines]  # every line is JSON
+    assert any(d["logger"] == "py.warnings" and "a library speaks up" in d["msg"] for d in docs), lines

@@ -4,6 +4,7 @@ transactional sink's contract (tests/integration/test_ports_contract.py) and the
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from typing import Any
@@ -279,9 +280,10 @@ def test_close_stops_the_producer_and_its_threads_when_no_transaction_is_under_w
     def threads() -> int:
         return len(os.listdir("/proc/self/task"))  # librdkafka's threads are native
 
+    gc.collect()  # clients other tests left to the collector go now, not while this one is counted
     before = threads()
     gone = f"127.0.0.1:{free_port()}"  # nothing listens there
     sink = TransactionalDeadLetters({"bootstrap.servers": gone, "log_level": 0}, "dlq", "close-test")
     assert threads() > before
     sink.close()
-    assert threads() == before  # nothing keeps reconnecting to a broker that has gone
+    assert threads() <= before  # nothing keeps reconnecting to a broker that has gone
