@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -104,6 +105,13 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def native_threads() -> int:
+    """This process's threads, librdkafka's included (native: ``threading`` does not see them), after a
+    gc pass, so that clients other tests left to the collector are gone before they are counted."""
+    gc.collect()
+    return len(os.listdir("/proc/self/task"))
 
 
 def header_map(msg: Any) -> dict[str, str]:

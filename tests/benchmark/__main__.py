@@ -829,11 +829,10 @@ def print_table(
         values = per_repetition[name]
         return f"{ratios[name]:.2f}" + (f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else "")
 
-    print(f"{'':16} ratios: medians of the repetitions' own (their range)")
-
     def steady(name: str) -> str:
         return f"; up to 95% answered {spread(name + '_to_95pct')}" if name + "_to_95pct" in ratios else ""
 
+    print(f"{'':16} ratios: medians of the repetitions' own (their range)")
     print(f"connector / floor   {spread('connector_to_floor')} (10,000-item requests){steady('connector_to_floor')}")
     print(f"connector / ceiling {spread('connector_to_ceiling')}")
     if "connector_small_to_floor_small" in ratios:

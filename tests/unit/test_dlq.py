@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import os
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -33,7 +31,7 @@ from connector.dlq import (
     provenance,
 )
 from tests.broker.kafka import free_port
-from tests.support import FakeClock
+from tests.support import FakeClock, native_threads
 
 LIMIT = 1_000_000
 ADDED = [("__connect.errors.stage", b"size"), ("__connect.errors.offset", b"7")]
@@ -286,26 +284,21 @@ def test_a_delivery_timeout_on_a_missing_topic_is_named_after_asking_the_broker(
     assert (letters.failing, letters.halt_reason) == (True, MISSING_TOPIC)
 
 
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))  # librdkafka's threads are native: threading does not see them
-
-
 def test_close_stops_the_producer_without_waiting_out_a_letter_the_broker_never_took(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    gc.collect()  # clients other tests left to the collector go now, not while this one is counted
-    before = _threads()
+    before = native_threads()
     gone = f"127.0.0.1:{free_port()}"  # nothing listens there: the broker is away
     letters = DeadLetters({"bootstrap.servers": gone, "message.timeout.ms": 300_000, "log_level": 0}, "dlq",
                           clock=FakeClock())  # fmt: skip
     confirmed: list[int] = []
     letters.publish(_msg(b"v"), Reason("decode", "E", "m"), lambda: confirmed.append(7))
-    assert _threads() > before
+    assert native_threads() > before
     started = time.monotonic()
     letters.close(0.2)
     # Producer.close alone would wait for the letter up to message.timeout.ms (300 s here).
     assert time.monotonic() - started < 60
-    assert _threads() <= before  # its threads are gone: nothing reconnects to the absent broker any more
+    assert native_threads() <= before  # its threads are gone: nothing reconnects to the absent broker any more
     # Given up, not confirmed (its record's offset stays uncommitted) and not reported as a refusal.
     assert confirmed == [] and not letters.failing
     assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -4,8 +4,6 @@ transactional sink's contract (tests/integration/test_ports_contract.py) and the
 
 from __future__ import annotations
 
-import gc
-import os
 import threading
 from typing import Any
 
@@ -19,6 +17,7 @@ from connector.ports import FakeRecord
 from connector.source.consumer import CommitFailed
 from connector.transactions import Stage, Staged, TransactionalDeadLetters
 from tests.broker.kafka import free_port
+from tests.support import native_threads
 
 TP = ("profiles", 0)
 REASON = Reason("decode", "DecodeError", "not JSON")
@@ -277,13 +276,9 @@ def test_after_the_group_is_lost_the_next_transaction_starts_on_a_new_producer(m
 
 
 def test_close_stops_the_producer_and_its_threads_when_no_transaction_is_under_way() -> None:
-    def threads() -> int:
-        return len(os.listdir("/proc/self/task"))  # librdkafka's threads are native
-
-    gc.collect()  # clients other tests left to the collector go now, not while this one is counted
-    before = threads()
+    before = native_threads()
     gone = f"127.0.0.1:{free_port()}"  # nothing listens there
     sink = TransactionalDeadLetters({"bootstrap.servers": gone, "log_level": 0}, "dlq", "close-test")
-    assert threads() > before
+    assert native_threads() > before
     sink.close()
-    assert threads() <= before  # nothing keeps reconnecting to a broker that has gone
+    assert native_threads() <= before  # nothing keeps reconnecting to a broker that has gone
