@@ -313,7 +313,9 @@ class Connector:
         halted, stopping = bool(self.halt), self._stop_requested.is_set()
         over_budget = sum(p.memory for p in self.partitions.values()) > self.settings.batching.max_buffered_bytes
         a = self.settings.altcraft
-        backlog = backlog_limit(a.max_in_flight, a.max_in_flight_per_partition, len(self.partitions))
+        backlog = backlog_limit(
+            a.max_in_flight, a.max_in_flight_per_partition, len(self.partitions), self.settings.batching.max_items
+        )
         pausing = {
             tp: part.should_pause(now, halted=halted, stopping=stopping, over_budget=over_budget, backlog=backlog)
             for tp, part in self.partitions.items()

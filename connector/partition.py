@@ -34,14 +34,30 @@ from connector.source.offsets import PartitionOffsets
 
 # Sealed batches waiting in one partition before it is paused: at least this many (see backlog_limit).
 BACKLOG_PAUSE = 2
+# ... and at least this many records' worth of batches: what librdkafka keeps prefetched for a partition
+# (queued.min.messages, connector.source.consumer), so that a partition of small batches that go one at a
+# time has work sealed when its request ends instead of waiting for a fetch after each resume. At most
+# BACKLOG_MAX batches from this rule (the ordering rule walks the waiting batches each time it is asked).
+BACKLOG_RECORDS = 10_000
+BACKLOG_MAX = 16
 
 
-def backlog_limit(max_in_flight: int, per_partition: int, partitions: int) -> int:
-    """How many sealed batches a partition may keep waiting: its share of the requests in flight (at most
-    its own cap), at least :data:`BACKLOG_PAUSE`. One partition behind a slow API keeps the next wave of
-    requests ready (8 in flight: 8 sealed), while many partitions sharing few requests keep two each, so
-    memory does not grow with the partition count."""
-    return max(BACKLOG_PAUSE, min(per_partition, max_in_flight // max(1, partitions)))
+def backlog_limit(max_in_flight: int, per_partition: int, partitions: int, max_items: int) -> int:
+    """How many sealed batches a partition may keep waiting before it is paused: its share of the
+    requests in flight (at most its own cap), and batches of :data:`BACKLOG_RECORDS` records (at most
+    :data:`BACKLOG_MAX`); at least :data:`BACKLOG_PAUSE`.
+
+    One partition behind a slow API keeps the next wave of requests ready (8 in flight: 8 sealed), while
+    many partitions sharing few requests keep two each, so memory does not grow with the partition
+    count. With 1,000-item batches a partition keeps ten: consecutive batches of a partition often share
+    a profile and go one after another, and with two waiting the partition was paused and resumed after
+    every request, the loop waiting for a fetch each time (measured at 1,000-item batches, 8 partitions,
+    4 in flight: 28,300 events/s keeping two, 29,800 four, 32,100 eight, 32,600 sixteen; medians of 4,
+    side by side). That is half the records two batches of 10,000 hold, and the memory budget
+    (``batching.max_buffered_bytes``) bounds all partitions together as before."""
+    share = min(per_partition, max_in_flight // max(1, partitions))
+    depth = min(BACKLOG_MAX, -(-BACKLOG_RECORDS // max(1, max_items)))
+    return max(BACKLOG_PAUSE, share, depth)
 
 
 def plan_dispatch(

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from connector.batching import Batch, BatchPolicy
-from connector.partition import METADATA_BUDGET, Partition, backlog_limit, plan_dispatch
+from connector.partition import BACKLOG_MAX, METADATA_BUDGET, Partition, backlog_limit, plan_dispatch
 from connector.replay import parse_metadata
 
 TP = ("t", 0)
@@ -146,15 +146,33 @@ def test_many_ranges_in_flight_keep_the_metadata_within_the_broker_limit() -> No
 
 
 def test_a_partition_keeps_its_share_of_the_requests_in_flight_ready() -> None:
-    assert backlog_limit(8, 8, 1) == 8  # one partition behind a slow API: the next wave ready
-    assert backlog_limit(8, 4, 1) == 4  # never more than its own cap
-    assert backlog_limit(4, 4, 8) == 2  # eight partitions share four requests: two each at least
-    assert backlog_limit(16, 8, 4) == 4
+    assert backlog_limit(8, 8, 1, 2_000) == 8  # one partition behind a slow API: the next wave ready
+    assert backlog_limit(8, 4, 1, 10_000) == 4  # never more than its own cap
+    assert backlog_limit(4, 4, 8, 10_000) == 2  # eight partitions share four requests: two each at least
+    assert backlog_limit(16, 8, 4, 10_000) == 4
     p = partition(max_items=1, cap=8)
     for off in range(5):
         p.add(off, b"{}", None, 0.0)
     assert not p.should_pause(0.0, halted=False, stopping=False, over_budget=False, backlog=8)
     assert p.should_pause(0.0, halted=False, stopping=False, over_budget=False, backlog=4)
+
+
+def test_a_partition_of_small_batches_keeps_a_prefetch_worth_of_them_waiting() -> None:
+    # Small batches that go one at a time: about BACKLOG_RECORDS records wait before the partition pauses.
+    assert backlog_limit(4, 4, 8, 1_000) == 10
+    assert backlog_limit(4, 4, 8, 5_000) == 2
+    assert backlog_limit(4, 4, 8, 3_000) == 4  # rounded up
+    assert backlog_limit(4, 4, 8, 1) == BACKLOG_MAX  # however small, a bounded walk for the ordering rule
+    assert backlog_limit(64, 64, 1, 100) == 64  # the share still decides when it is larger
+    p = partition(max_items=1, cap=4)
+    for off in range(9):
+        p.add(off, b"{}", None, 0.0)
+    limit = backlog_limit(4, 4, 8, 1_000)
+    assert p.backlog == 9
+    assert not p.should_pause(0.0, halted=False, stopping=False, over_budget=False, backlog=limit)
+    assert p.should_pause(0.0, halted=False, stopping=False, over_budget=True, backlog=limit)  # the budget binds
+    p.add(9, b"{}", None, 0.0)
+    assert p.should_pause(0.0, halted=False, stopping=False, over_budget=False, backlog=limit)
 
 
 def test_a_batch_in_flight_weighs_its_request_body_too() -> None:
