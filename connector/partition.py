@@ -37,9 +37,10 @@ BACKLOG_PAUSE = 2
 # ... and at least this many records' worth of batches: what librdkafka keeps prefetched for a partition
 # (queued.min.messages, connector.source.consumer), so that a partition of small batches that go one at a
 # time has work sealed when its request ends instead of waiting for a fetch after each resume. At most
-# BACKLOG_MAX batches from this rule (the ordering rule walks the waiting batches each time it is asked).
+# BACKLOG_MAX batches from this rule: a stop or a revoke finishes the waiting batches too, and the
+# ordering rule walks them each time it is asked.
 BACKLOG_RECORDS = 10_000
-BACKLOG_MAX = 16
+BACKLOG_MAX = 8
 
 
 def backlog_limit(max_in_flight: int, per_partition: int, partitions: int, max_items: int) -> int:
@@ -49,7 +50,7 @@ def backlog_limit(max_in_flight: int, per_partition: int, partitions: int, max_i
 
     One partition behind a slow API keeps the next wave of requests ready (8 in flight: 8 sealed), while
     many partitions sharing few requests keep two each, so memory does not grow with the partition
-    count. With 1,000-item batches a partition keeps ten: consecutive batches of a partition often share
+    count. With 1,000-item batches a partition keeps eight: consecutive batches of a partition often share
     a profile and go one after another, and with two waiting the partition was paused and resumed after
     every request, the loop waiting for a fetch each time (measured at 1,000-item batches, 8 partitions,
     4 in flight: 28,300 events/s keeping two, 29,800 four, 32,100 eight, 32,600 sixteen; medians of 4,

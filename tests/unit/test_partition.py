@@ -158,20 +158,22 @@ def test_a_partition_keeps_its_share_of_the_requests_in_flight_ready() -> None:
 
 
 def test_a_partition_of_small_batches_keeps_a_prefetch_worth_of_them_waiting() -> None:
-    # Small batches that go one at a time: about BACKLOG_RECORDS records wait before the partition pauses.
-    assert backlog_limit(4, 4, 8, 1_000) == 10
-    assert backlog_limit(4, 4, 8, 5_000) == 2
+    # Small batches that go one at a time: about BACKLOG_RECORDS records wait before the partition pauses,
+    # in at most BACKLOG_MAX batches.
+    assert backlog_limit(4, 4, 8, 2_000) == 5
     assert backlog_limit(4, 4, 8, 3_000) == 4  # rounded up
-    assert backlog_limit(4, 4, 8, 1) == BACKLOG_MAX  # however small, a bounded walk for the ordering rule
+    assert backlog_limit(4, 4, 8, 5_000) == 2
+    assert backlog_limit(4, 4, 8, 1_000) == BACKLOG_MAX == 8
+    assert backlog_limit(4, 4, 8, 1) == BACKLOG_MAX  # however small: a stop finishes what waits
     assert backlog_limit(64, 64, 1, 100) == 64  # the share still decides when it is larger
     p = partition(max_items=1, cap=4)
-    for off in range(9):
+    for off in range(7):
         p.add(off, b"{}", None, 0.0)
     limit = backlog_limit(4, 4, 8, 1_000)
-    assert p.backlog == 9
+    assert p.backlog == 7
     assert not p.should_pause(0.0, halted=False, stopping=False, over_budget=False, backlog=limit)
     assert p.should_pause(0.0, halted=False, stopping=False, over_budget=True, backlog=limit)  # the budget binds
-    p.add(9, b"{}", None, 0.0)
+    p.add(7, b"{}", None, 0.0)
     assert p.should_pause(0.0, halted=False, stopping=False, over_budget=False, backlog=limit)
 
 
