@@ -54,7 +54,7 @@ def backlog_limit(max_in_flight: int, per_partition: int, partitions: int, max_i
     a profile and go one after another, and with two waiting the partition was paused and resumed after
     every request, the loop waiting for a fetch each time (measured at 1,000-item batches, 8 partitions,
     4 in flight: 28,300 events/s keeping two, 29,800 four, 32,100 eight, 32,600 sixteen; medians of 4,
-    side by side). That is half the records two batches of 10,000 hold, and the memory budget
+    side by side). That is fewer records than two batches of 10,000 hold, and the memory budget
     (``batching.max_buffered_bytes``) bounds all partitions together as before."""
     share = min(per_partition, max_in_flight // max(1, partitions))
     depth = min(BACKLOG_MAX, -(-BACKLOG_RECORDS // max(1, max_items)))
