@@ -194,8 +194,9 @@ def test_sigterm_drains_within_the_deadline_and_a_restart_sends_nothing_twice(
     kafka: Any, emulator: Emulator, tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
     topic, dlq = kafka.new_topic(4), kafka.new_topic(1, prefix="dlq")
-    # More than one member holds at once: up to 8 sealed 500-item batches per partition wait (backlog_limit),
-    # with the open one and those in flight, about 6,500 records of each partition's 15,000.
+    # More than a member holds at once, so that the stop leaves work for the restart: up to 8 sealed
+    # 500-item batches per partition wait (backlog_limit), with the open one and those in flight about
+    # 6,500 records of each partition's 15,000.
     stream = generate(60_000, 4, invalid_share=0.02, seed=13)
     produce_stream(kafka, topic, stream)
     group = f"g-{topic}"
